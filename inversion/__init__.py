@@ -1,0 +1,1 @@
+"""Restoration by GAN inversion."""

@@ -1,0 +1,28 @@
+"""Shared test setup: keep every cache inside a temporary folder and make runs reproducible."""
+
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+@pytest.fixture(autouse=True, scope='session')
+def _isolated_caches(tmp_path_factory):
+    cache = tmp_path_factory.mktemp('dnnlib-cache')
+    old = os.environ.get('DNNLIB_CACHE_DIR')
+    os.environ['DNNLIB_CACHE_DIR'] = str(cache)
+    yield
+    if old is None:
+        os.environ.pop('DNNLIB_CACHE_DIR', None)
+    else:
+        os.environ['DNNLIB_CACHE_DIR'] = old
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import numpy as np
+    import torch
+    torch.manual_seed(0)
+    np.random.seed(0)

@@ -1,0 +1,262 @@
+"""Small helpers used across networks, training and inversion.
+
+`constant`, `assert_shape`, `profiled_function`, `suppress_tracer_warnings`, `nan_to_num`,
+`copy_params_and_buffers`, `ddp_sync`, `check_ddp_consistency` and `print_module_summary`
+keep the signatures that pickled network code calls.
+"""
+
+import contextlib
+import re
+import warnings
+
+import numpy as np
+import torch
+
+import dnnlib
+
+#----------------------------------------------------------------------------
+# Cached construction of constant tensors. Avoids a host-to-device copy on every call
+# for the small filter/shape constants that networks create inside forward().
+
+_constant_cache = dict()
+
+def constant(value, shape=None, dtype=None, device=None, memory_format=None):
+    value = np.asarray(value)
+    if shape is not None:
+        shape = tuple(shape)
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    if device is None:
+        device = torch.device('cpu')
+    if memory_format is None:
+        memory_format = torch.contiguous_format
+
+    key = (value.shape, value.dtype, value.tobytes(), shape, dtype, device, memory_format)
+    tensor = _constant_cache.get(key, None)
+    if tensor is None:
+        tensor = torch.as_tensor(value.copy(), dtype=dtype, device=device)
+        if shape is not None:
+            tensor, _ = torch.broadcast_tensors(tensor, torch.empty(shape))
+        tensor = tensor.contiguous(memory_format=memory_format)
+        _constant_cache[key] = tensor
+    return tensor
+
+#----------------------------------------------------------------------------
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None, *, out=None):
+    """`torch.nan_to_num` (kept as a function because pickled code imports it from here)."""
+    return torch.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf, out=out)
+
+#----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def suppress_tracer_warnings():
+    """Silence TracerWarnings for shape checks that are known to be safe when tracing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+        yield
+
+#----------------------------------------------------------------------------
+
+def assert_shape(tensor, ref_shape):
+    """Assert that `tensor.shape` matches `ref_shape`; None entries match any size.
+
+    Entries may be ints or 0-d tensors (as produced while tracing).
+    """
+    if tensor.ndim != len(ref_shape):
+        raise AssertionError(f'Wrong number of dimensions: got {tensor.ndim}, expected {len(ref_shape)}')
+    for idx, (size, ref_size) in enumerate(zip(tensor.shape, ref_shape)):
+        if ref_size is None:
+            pass
+        elif isinstance(ref_size, torch.Tensor):
+            with suppress_tracer_warnings():
+                torch._assert(torch.equal(torch.as_tensor(size), ref_size), f'Wrong size for dimension {idx}')
+        elif isinstance(size, torch.Tensor):
+            with suppress_tracer_warnings():
+                torch._assert(torch.equal(size, torch.as_tensor(ref_size)), f'Wrong size for dimension {idx}: expected {ref_size}')
+        elif size != ref_size:
+            raise AssertionError(f'Wrong size for dimension {idx}: got {size}, expected {ref_size}')
+
+#----------------------------------------------------------------------------
+
+def profiled_function(fn):
+    """Decorator that names the function in `torch.autograd.profiler` traces."""
+    def decorator(*args, **kwargs):
+        with torch.autograd.profiler.record_function(fn.__name__):
+            return fn(*args, **kwargs)
+    decorator.__name__ = fn.__name__
+    decorator.__doc__ = fn.__doc__
+    return decorator
+
+#----------------------------------------------------------------------------
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Endless, continuously reshuffled index stream, split across ranks.
+
+    One global order is drawn with `RandomState(seed)`. Rank r yields the positions
+    `idx % num_replicas == r`. After each position, the element is swapped with a random
+    element within a window of `window_size * len(dataset)` so that the order drifts over time.
+    """
+    def __init__(self, dataset, rank=0, num_replicas=1, shuffle=True, seed=0, window_size=0.5):
+        assert len(dataset) > 0
+        assert num_replicas > 0
+        assert 0 <= rank < num_replicas
+        assert 0 <= window_size <= 1
+        super().__init__()
+        self.dataset = dataset
+        self.rank = rank
+        self.num_replicas = num_replicas
+        self.shuffle = shuffle
+        self.seed = seed
+        self.window_size = window_size
+
+    def __iter__(self):
+        order = np.arange(len(self.dataset))
+        rnd = None
+        window = 0
+        if self.shuffle:
+            rnd = np.random.RandomState(self.seed)
+            rnd.shuffle(order)
+            window = int(np.rint(order.size * self.window_size))
+
+        idx = 0
+        while True:
+            i = idx % order.size
+            if idx % self.num_replicas == self.rank:
+                yield order[i]
+            if window >= 2:
+                j = (i - rnd.randint(window)) % order.size
+                order[i], order[j] = order[j], order[i]
+            idx += 1
+
+#----------------------------------------------------------------------------
+
+def params_and_buffers(module):
+    assert isinstance(module, torch.nn.Module)
+    return list(module.parameters()) + list(module.buffers())
+
+def named_params_and_buffers(module):
+    assert isinstance(module, torch.nn.Module)
+    return list(module.named_parameters()) + list(module.named_buffers())
+
+@torch.no_grad()
+def copy_params_and_buffers(src_module, dst_module, require_all=False):
+    """Copy every parameter and buffer of `src_module` into the tensor of the same name in `dst_module`.
+
+    Raises a ValueError that names the tensor when shapes differ, or when `require_all` is set
+    and `dst_module` has a tensor that `src_module` lacks.
+    """
+    assert isinstance(src_module, torch.nn.Module)
+    assert isinstance(dst_module, torch.nn.Module)
+    src_tensors = dict(named_params_and_buffers(src_module))
+    for name, tensor in named_params_and_buffers(dst_module):
+        if name not in src_tensors:
+            if require_all:
+                raise ValueError(f'copy_params_and_buffers: source has no tensor named "{name}"')
+            continue
+        src = src_tensors[name]
+        if src.shape != tensor.shape:
+            raise ValueError(f'copy_params_and_buffers: shape mismatch for "{name}": '
+                             f'source {list(src.shape)}, destination {list(tensor.shape)}')
+        tensor.copy_(src.detach()).requires_grad_(tensor.requires_grad)
+
+#----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def ddp_sync(module, sync):
+    """Skip DDP gradient all-reduce (`no_sync`) for all but the last accumulation round."""
+    assert isinstance(module, torch.nn.Module)
+    if sync or not isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        yield
+    else:
+        with module.no_sync():
+            yield
+
+#----------------------------------------------------------------------------
+
+def check_ddp_consistency(module, ignore_regex=None):
+    """Assert that every rank holds the same parameters and buffers (rank 0's are the reference)."""
+    assert isinstance(module, torch.nn.Module)
+    for name, tensor in named_params_and_buffers(module):
+        fullname = type(module).__name__ + '.' + name
+        if ignore_regex is not None and re.fullmatch(ignore_regex, fullname):
+            continue
+        tensor = tensor.detach()
+        if tensor.is_floating_point():
+            tensor = nan_to_num(tensor)
+        other = tensor.clone()
+        torch.distributed.broadcast(tensor=other, src=0)
+        if not (tensor == other).all():
+            raise RuntimeError(f'DDP consistency check failed: "{fullname}" differs between ranks')
+
+#----------------------------------------------------------------------------
+
+def print_module_summary(module, inputs, max_nesting=3, skip_redundant=True):
+    """Print a table of submodules with parameter/buffer counts and output shapes/dtypes.
+
+    Runs one forward pass with `inputs` (a tuple) and returns its outputs.
+    """
+    assert isinstance(module, torch.nn.Module)
+    assert not isinstance(module, torch.jit.ScriptModule)
+    assert isinstance(inputs, (tuple, list))
+
+    entries = []
+    nesting = [0]
+    def pre_hook(_mod, _inputs):
+        nesting[0] += 1
+    def post_hook(mod, _inputs, outputs):
+        nesting[0] -= 1
+        if nesting[0] <= max_nesting:
+            outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+            outputs = [t for t in outputs if isinstance(t, torch.Tensor)]
+            entries.append(dnnlib.EasyDict(mod=mod, outputs=outputs))
+    hooks = [mod.register_forward_pre_hook(pre_hook) for mod in module.modules()]
+    hooks += [mod.register_forward_hook(post_hook) for mod in module.modules()]
+
+    outputs = module(*inputs)
+    for hook in hooks:
+        hook.remove()
+
+    # Attribute each tensor to the first (innermost) module that reports it.
+    tensors_seen = set()
+    for e in entries:
+        e.unique_params = [t for t in e.mod.parameters() if id(t) not in tensors_seen]
+        e.unique_buffers = [t for t in e.mod.buffers() if id(t) not in tensors_seen]
+        e.unique_outputs = [t for t in e.outputs if id(t) not in tensors_seen]
+        tensors_seen |= {id(t) for t in e.unique_params + e.unique_buffers + e.unique_outputs}
+    if skip_redundant:
+        entries = [e for e in entries if len(e.unique_params) or len(e.unique_buffers) or len(e.unique_outputs)]
+
+    rows = [[type(module).__name__, 'Parameters', 'Buffers', 'Output shape', 'Datatype']]
+    rows += [['---'] * len(rows[0])]
+    param_total = 0
+    buffer_total = 0
+    submodule_names = {mod: name for name, mod in module.named_modules()}
+    for e in entries:
+        name = '<top-level>' if e.mod is module else submodule_names[e.mod]
+        param_size = sum(t.numel() for t in e.unique_params)
+        buffer_size = sum(t.numel() for t in e.unique_buffers)
+        output_shapes = [str(list(t.shape)) for t in e.outputs]
+        output_dtypes = [str(t.dtype).split('.')[-1] for t in e.outputs]
+        rows += [[
+            name + (':0' if len(e.outputs) >= 2 else ''),
+            str(param_size) if param_size else '-',
+            str(buffer_size) if buffer_size else '-',
+            (output_shapes + ['-'])[0],
+            (output_dtypes + ['-'])[0],
+        ]]
+        for idx in range(1, len(e.outputs)):
+            rows += [[name + f':{idx}', '-', '-', output_shapes[idx], output_dtypes[idx]]]
+        param_total += param_size
+        buffer_total += buffer_size
+    rows += [['---'] * len(rows[0])]
+    rows += [['Total', str(param_total), str(buffer_total), '-', '-']]
+
+    widths = [max(len(cell) for cell in column) for column in zip(*rows)]
+    print()
+    for row in rows:
+        print('  '.join(cell + ' ' * (width - len(cell)) for cell, width in zip(row, widths)))
+    print()
+    return outputs
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Custom ops: each has a pure-PyTorch reference path and, where it pays off, a CUDA kernel."""

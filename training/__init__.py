@@ -1,0 +1,1 @@
+"""Networks, datasets, losses and training loops."""
