@@ -17,6 +17,17 @@ from torch_utils.ops import conv2d_resample
 from torch_utils.ops import upfirdn2d
 
 #----------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True, scope='module')
+def _single_thread():
+    # These ops run on tiny tensors: one intra-op thread avoids thread wake-up stalls (tens of ms
+    # per call on a busy 2-core machine) and keeps the module fast. Restored afterwards.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+#----------------------------------------------------------------------------
 # Independent NumPy reference.
 
 def _pair(v):
@@ -182,13 +193,23 @@ def test_setup_filter_separable_rule():
     f = upfirdn2d.setup_filter(np.arange(1.0, 9.0))
     np.testing.assert_allclose(f.numpy(), np.arange(1.0, 9.0) / 36.0, rtol=1e-6)
 
-def test_setup_filter_dtype_and_no_aliasing():
-    src = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
-    f = upfirdn2d.setup_filter(src)
-    assert f.dtype == torch.float32
-    src32 = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-    upfirdn2d.setup_filter(src32)  # normalizes internally; must not modify the caller's tensor
-    np.testing.assert_array_equal(src32.numpy(), np.arange(1.0, 9.0))
+def test_setup_filter_dtype():
+    for src in [torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64), np.array([1, 2, 1]), [[1, 2], [3, 4]]]:
+        assert upfirdn2d.setup_filter(src).dtype == torch.float32
+
+@pytest.mark.parametrize('make', [
+    lambda: torch.arange(1.0, 9.0),                    # separable float32 tensor (as_tensor aliases it)
+    lambda: torch.arange(1.0, 7.0).reshape(2, 3),      # 2-D float32 tensor
+    lambda: np.arange(1.0, 9.0, dtype=np.float32),     # float32 NumPy array (shares memory too)
+], ids=['tensor1d', 'tensor2d', 'numpy32'])
+def test_setup_filter_does_not_modify_caller_filter(make):
+    src = make()
+    as_np = lambda a: a.numpy().astype(np.float64) if isinstance(a, torch.Tensor) else a.astype(np.float64)
+    before = as_np(src)
+    f = upfirdn2d.setup_filter(src, normalize=True, flip_filter=True, gain=3)
+    np.testing.assert_array_equal(as_np(src), before)
+    np.testing.assert_allclose(f.numpy().ravel(), (before[::-1, ::-1] if before.ndim == 2 else before[::-1]).ravel()
+                               / before.sum() * 3 ** (before.ndim / 2), rtol=1e-6)
 
 #----------------------------------------------------------------------------
 # upfirdn2d vs the NumPy definition.
@@ -311,6 +332,14 @@ def test_upfirdn2d_fp32(up, down, pad, fshape, flip):
     assert y.dtype == torch.float32
     ref = np_upfirdn2d(f64(x), f32(f), up, down, pad, flip)
     np.testing.assert_allclose(y.numpy(), ref, rtol=0, atol=1e-5)
+
+def test_upfirdn2d_fp16():
+    x = rand_x([1, 2, 5, 6], dtype=torch.float16)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    y = upfirdn2d.upfirdn2d(x, f, up=2, down=1, padding=[2, 1, 2, 1], gain=4, impl='ref')
+    assert y.dtype == torch.float16
+    ref = np_upfirdn2d(f64(x), f32(f), 2, 1, [2, 1, 2, 1], gain=4)
+    np.testing.assert_allclose(y.double().numpy(), ref, rtol=0, atol=1e-2 * np.abs(ref).max())
 
 def test_upfirdn2d_default_impl_on_cpu_matches_ref():
     x = rand_x([1, 2, 5, 5])
@@ -502,20 +531,20 @@ def np_conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_fil
         x = np_upfirdn2d(x, f, down=down, flip_filter=flip_filter)
     return x
 
-_CR_PADS = [0, 1, [1, 0, 2, 1], [-1, 1, 0, -1]]
+_CR_PADS = [0, 1, -1, [1, 0, 2, 1], [-1, 1, 0, -1], [-2, 1, -1, 0]]
 
 def _cr_cases():
     cases = []
-    for k, (up, down), pad, groups in itertools.product([1, 3], [(1, 1), (1, 2), (2, 1), (2, 2)], _CR_PADS, [1, 2]):
+    for k, (up, down), pad, groups, fshape in itertools.product([1, 3], [(1, 1), (1, 2), (2, 1), (2, 2)], _CR_PADS, [1, 2], [(4, 4), (3, 5)]):
         for flip_weight, flip_filter in [(True, False), (False, True)]:
-            cases.append((k, up, down, pad, groups, flip_weight, flip_filter))
+            cases.append((k, up, down, pad, groups, fshape, flip_weight, flip_filter))
     return cases
 
-@pytest.mark.parametrize('k,up,down,pad,groups,flip_weight,flip_filter', _cr_cases())
-def test_conv2d_resample_matches_generic(k, up, down, pad, groups, flip_weight, flip_filter):
+@pytest.mark.parametrize('k,up,down,pad,groups,fshape,flip_weight,flip_filter', _cr_cases())
+def test_conv2d_resample_matches_generic(k, up, down, pad, groups, fshape, flip_weight, flip_filter):
     x = rand_x([2, 4, 6, 6], seed=10)
     w = rand_x([4, 4 // groups, k, k], seed=11)
-    f = rand_filter([4, 4], seed=12)
+    f = rand_filter(fshape, seed=12)
     f = f / f.sum()
     y = conv2d_resample.conv2d_resample(x, w, f=f, up=up, down=down, padding=pad, groups=groups,
                                         flip_weight=flip_weight, flip_filter=flip_filter)
@@ -562,7 +591,7 @@ def test_conv2d_resample_gradcheck(k, up, down, pad, groups, flip_weight):
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
     fn = lambda x, w: conv2d_resample.conv2d_resample(x, w, f=f, up=up, down=down, padding=pad, groups=groups, flip_weight=flip_weight)
     assert torch.autograd.gradcheck(fn, (x, w))
-    assert torch.autograd.gradgradcheck(fn, (x, w), fast_mode=True)  # full mode is slow on 2 CPU cores
+    assert torch.autograd.gradgradcheck(fn, (x, w))
 
 @pytest.mark.parametrize('k,up,down,pad', [(3, 2, 1, 1), (3, 1, 2, 1), (1, 2, 1, 0)])
 def test_conv2d_resample_gradgradcheck_with_gradfix_enabled(monkeypatch, k, up, down, pad):
@@ -572,6 +601,6 @@ def test_conv2d_resample_gradgradcheck_with_gradfix_enabled(monkeypatch, k, up, 
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
     fn = lambda x, w: conv2d_resample.conv2d_resample(x, w, f=f, up=up, down=down, padding=pad)
     assert torch.autograd.gradcheck(fn, (x, w))
-    assert torch.autograd.gradgradcheck(fn, (x, w), fast_mode=True)  # full mode is slow on 2 CPU cores
+    assert torch.autograd.gradgradcheck(fn, (x, w))
 
 #----------------------------------------------------------------------------

@@ -13,11 +13,9 @@ process, and returns None so the caller falls back to its reference implementati
 
 import glob
 import hashlib
-import importlib
 import os
 import re
 import shutil
-import tempfile
 import traceback
 import uuid
 import warnings
@@ -141,9 +139,8 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
                     raise
 
         cached_sources = [os.path.join(build_dir, os.path.basename(fname)) for fname in sources]
-        cpp_ext.load(name=module_name, build_directory=build_dir, verbose=verbose_build,
-                     sources=cached_sources, **build_kwargs)
-        module = importlib.import_module(module_name)
+        module = cpp_ext.load(name=module_name, build_directory=build_dir, verbose=verbose_build,
+                              sources=cached_sources, **build_kwargs)
     except:
         if verbosity == 'brief':
             print('Failed!')
@@ -167,8 +164,10 @@ def try_get_plugin(module_name, **kwargs):
     try:
         return get_plugin(module_name, **kwargs)
     except Exception as err:  # build errors come in many types (subprocess, OSError, ImportError, ...)
-        lines = [line for line in str(err).strip().splitlines() if line.strip()]
-        cause = lines[-1] if lines else type(err).__name__
+        # A failed compile ends with "ninja: build stopped"; the compiler's own error line says more.
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        errors = [line for line in lines if re.search(r'\berror\b', line) and not line.startswith('Error building extension')]
+        cause = errors[0] if errors else lines[-1] if lines else type(err).__name__
         _failed_plugins[module_name] = cause
         msg = (f'Failed to build CUDA kernels for "{module_name}": {cause}. '
                f'Falling back to the slower reference implementation (results are the same). '

@@ -96,8 +96,11 @@ class InfiniteSampler(torch.utils.data.Sampler):
     One global order is drawn with `RandomState(seed)`. Rank r yields the positions
     `idx % num_replicas == r`. After each position, the element is swapped with a random
     element within a window of `window_size * len(dataset)` so that the order drifts over time.
+
+    `start_idx` skips the first `start_idx` positions of the global stream (all ranks together),
+    replaying the reshuffling so that a resumed run sees the same images as an uninterrupted one.
     """
-    def __init__(self, dataset, rank=0, num_replicas=1, shuffle=True, seed=0, window_size=0.5):
+    def __init__(self, dataset, rank=0, num_replicas=1, shuffle=True, seed=0, window_size=0.5, start_idx=0):
         assert len(dataset) > 0
         assert num_replicas > 0
         assert 0 <= rank < num_replicas
@@ -109,6 +112,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.window_size = window_size
+        self.start_idx = start_idx
 
     def __iter__(self):
         order = np.arange(len(self.dataset))
@@ -122,7 +126,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         idx = 0
         while True:
             i = idx % order.size
-            if idx % self.num_replicas == self.rank:
+            if idx % self.num_replicas == self.rank and idx >= self.start_idx:
                 yield order[i]
             if window >= 2:
                 j = (i - rnd.randint(window)) % order.size

@@ -78,6 +78,19 @@ def report(name, value):
 
 #----------------------------------------------------------------------------
 
+def report_moments(name, moments):
+    """Add raw moments `[count, sum, sum_sq]` (e.g. from `Collector.pending_moments`) under `name`."""
+    moments = torch.as_tensor(moments, dtype=_counter_dtype).flatten()
+    assert moments.shape[0] == _num_moments
+    if name not in _counters:
+        _counters[name] = dict()
+    device = moments.device
+    if device not in _counters[name]:
+        _counters[name][device] = torch.zeros_like(moments)
+    _counters[name][device].add_(moments)
+
+#----------------------------------------------------------------------------
+
 def report0(name, value):
     """Like `report`, but only rank 0's value counts. Every rank must still call it."""
     report(name, value if _rank == 0 else [])
@@ -151,6 +164,19 @@ class Collector:
         for name in self.names():
             stats[name] = dnnlib.EasyDict(num=self.num(name), mean=self.mean(name), std=self.std(name))
         return stats
+
+    def pending_moments(self, name):
+        """Moments `[count, sum, sum_sq]` reported under `name` since this collector's last
+        `update()`, summed over processes, without consuming them. Call on every rank.
+
+        Used for exact resume: a checkpoint stores them and `report_moments` restores them.
+        """
+        assert self._regex.fullmatch(name)
+        cumulative = dict(_sync([name])).get(name) if name in _counters else None
+        if cumulative is None:
+            return torch.zeros([_num_moments], dtype=_counter_dtype)
+        previous = self._cumulative.get(name, torch.zeros([_num_moments], dtype=_counter_dtype))
+        return (cumulative - previous).clone()
 
     def __getitem__(self, name):
         """`collector[name]` is a shorthand for `collector.mean(name)`."""

@@ -15,13 +15,24 @@ bool given(const torch::Tensor& t)
     return t.defined() && t.numel() > 0;
 }
 
+// True if every element sits at the same memory offset in a and b (strides of size-1 dims are irrelevant).
+bool same_layout(const torch::Tensor& a, const torch::Tensor& b)
+{
+    if (a.sizes() != b.sizes())
+        return false;
+    for (int64_t d = 0; d < a.dim(); d++)
+        if (a.size(d) > 1 && a.stride(d) != b.stride(d))
+            return false;
+    return true;
+}
+
 // xref/yref/dy must be addressable with x's memory offsets: same device, dtype, shape, strides.
 void check_like_x(const torch::Tensor& t, const torch::Tensor& x, const char* name)
 {
     TORCH_CHECK(t.device() == x.device(), "bias_act: ", name, " must reside on the same device as x");
     TORCH_CHECK(t.scalar_type() == x.scalar_type(), "bias_act: ", name, " must have the same dtype as x");
     TORCH_CHECK(t.sizes() == x.sizes(), "bias_act: ", name, " must have the same shape as x");
-    TORCH_CHECK(t.strides() == x.strides(), "bias_act: ", name, " must have the same strides (memory layout) as x");
+    TORCH_CHECK(same_layout(t, x), "bias_act: ", name, " must have the same strides (memory layout) as x");
 }
 
 } // namespace
@@ -59,7 +70,7 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor xref, tor
 
     const c10::cuda::CUDAGuard device_guard(x.device());
     torch::Tensor y = torch::empty_like(x); // keeps x's strides since x is non-overlapping and dense
-    TORCH_CHECK(y.strides() == x.strides(), "bias_act: internal error, output layout differs from x");
+    TORCH_CHECK(same_layout(y, x), "bias_act: internal error, output layout differs from x");
     if (x.numel() == 0)
         return y;
 

@@ -155,7 +155,7 @@ def _bias_act_cuda(dim=1, act='linear', alpha=None, gain=None, clamp=None):
                 if not is_identity:
                     dx = BiasActCudaGrad.apply(dy, xref, yref)
             if ctx.needs_input_grad[1]:
-                db = dx.sum([i for i in range(dx.ndim) if i != dim])
+                db = dx.sum([i for i in range(dx.ndim) if i != dim]) if dx.ndim > 1 else dx
             return dx, db
 
     class BiasActCudaGrad(torch.autograd.Function):

@@ -106,7 +106,7 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     assert f.ndim == (1 if separable else 2)
 
     if normalize:
-        f /= f.sum()
+        f = f / f.sum()  # not in place: f may alias the caller's tensor
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
     f = f * (gain ** (f.ndim / 2))

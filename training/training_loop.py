@@ -1,0 +1,542 @@
+"""The GAN training loop: phases, lazy regularisation, G_ema, ADA, logging, snapshots, exact resume.
+
+One process per device. With several processes (torch.distributed initialised by the caller),
+each rank draws its own latents and data shard, and gradients are averaged with one all-reduce
+per phase; rank 0 writes every file.
+
+Exact resume: besides the network snapshot pickles (`network-snapshot-KKKKKK.pkl`, the same
+content as the reference), `checkpoint.pt` holds everything the run needs to continue as if it
+had never stopped: weights, optimizer states, `cur_nimg`, the ADA probability and its pending
+statistics, the path length mean and every RNG state. It is rewritten atomically at each
+network snapshot and at the end.
+"""
+
+import copy
+import errno
+import json
+import os
+import pickle
+import time
+
+import numpy as np
+import psutil
+import torch
+
+import dnnlib
+import legacy
+from torch_utils import image_utils
+from torch_utils import misc
+from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix
+from torch_utils.ops import grid_sample_gradfix
+
+CHECKPOINT_FORMAT = 'qcgan-training-checkpoint'
+CHECKPOINT_VERSION = 1
+
+#----------------------------------------------------------------------------
+
+class TrainingDiverged(RuntimeError):
+    """Weights or losses became NaN/Inf; the run stops without writing a bad snapshot."""
+
+class SnapshotWriteError(OSError):
+    """A snapshot or checkpoint could not be written (e.g. the disk is full); nothing partial was left."""
+
+#----------------------------------------------------------------------------
+
+def setup_snapshot_image_grid(training_set, random_seed=0, grid_size=None):
+    """Pick images for `reals.png`: one label per row for labelled data. Returns ((gw, gh), images, labels)."""
+    rnd = np.random.RandomState(random_seed)
+    if grid_size is None:
+        gw = np.clip(7680 // training_set.image_shape[2], 7, 32)
+        gh = np.clip(4320 // training_set.image_shape[1], 4, 32)
+    else:
+        gw, gh = grid_size
+    gw, gh = int(gw), int(gh)
+
+    if not training_set.has_labels:
+        all_indices = list(range(len(training_set)))
+        rnd.shuffle(all_indices)
+        grid_indices = [all_indices[i % len(all_indices)] for i in range(gw * gh)]
+    else:
+        label_groups = dict()
+        for idx in range(len(training_set)):
+            label = tuple(training_set.get_details(idx).raw_label.flat[::-1])
+            label_groups.setdefault(label, []).append(idx)
+        label_order = sorted(label_groups.keys())
+        for label in label_order:
+            rnd.shuffle(label_groups[label])
+        grid_indices = []
+        for y in range(gh):
+            label = label_order[y % len(label_order)]
+            indices = label_groups[label]
+            grid_indices += [indices[x % len(indices)] for x in range(gw)]
+            label_groups[label] = [indices[(i + gw) % len(indices)] for i in range(len(indices))]
+
+    images, labels = zip(*[training_set[i] for i in grid_indices])
+    return (gw, gh), np.stack(images), np.stack(labels)
+
+def save_float_grid(img, path, grid_size, drange):
+    """Images `[N, C, H, W]` -> PNG grid (atomic)."""
+    image_utils.save_image_grid(torch.as_tensor(img), path, drange=drange, grid_size=grid_size)
+
+#----------------------------------------------------------------------------
+
+def _rng_state(device):
+    """RNG states as tensors and numbers only, so checkpoints load with `weights_only=True`."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = dict(torch=torch.get_rng_state(), numpy_keys=torch.from_numpy(keys.astype(np.int64)),
+                 numpy_pos=int(pos), numpy_has_gauss=int(has_gauss), numpy_gauss=float(cached_gaussian))
+    assert kind == 'MT19937'
+    if device.type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+def _set_rng_state(state, device):
+    torch.set_rng_state(state['torch'])
+    np.random.set_state(('MT19937', state['numpy_keys'].numpy().astype(np.uint32), state['numpy_pos'],
+                         state['numpy_has_gauss'], state['numpy_gauss']))
+    if device.type == 'cuda' and 'cuda' in state:
+        torch.cuda.set_rng_state(state['cuda'], device)
+
+class _preserve_rng:
+    """Run a block without changing the torch/numpy RNG streams of training (keeps resume exact)."""
+    def __init__(self, device):
+        self.device = device
+    def __enter__(self):
+        self.state = _rng_state(self.device)
+    def __exit__(self, *exc):
+        _set_rng_state(self.state, self.device)
+
+def _all_gather_objects(obj, num_gpus):
+    if num_gpus == 1:
+        return [obj]
+    gathered = [None] * num_gpus
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+def _write_atomic(writer, path, what):
+    """Run `writer(path)`; turn a full disk or other OS error into one clear message."""
+    try:
+        writer(path)
+    except OSError as err:
+        reason = 'the disk is full' if err.errno == errno.ENOSPC else f'{type(err).__name__}: {err}'
+        raise SnapshotWriteError(err.errno, f'could not write {what} "{path}": {reason}. Nothing partial was left '
+                                 f'behind and earlier snapshots are intact; free space and resume from the last checkpoint.') from err
+
+def load_checkpoint(path):
+    """Read a training checkpoint written by this loop (no code execution: weights_only)."""
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:
+        raise ValueError(f'{path}: not a readable training checkpoint ({type(err).__name__}: {err})') from err
+    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
+        raise ValueError(f'{path}: not a qcgan training checkpoint')
+    return ckpt
+
+def is_checkpoint_file(path):
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return False
+    try:
+        return load_checkpoint(path) is not None
+    except ValueError:
+        return False
+
+#----------------------------------------------------------------------------
+
+def _average_gradients(params, num_gpus):
+    """All-reduce the gradients of `params` in one flat buffer, average, and sanitise them."""
+    params = [p for p in params if p.requires_grad]
+    if len(params) == 0:
+        return
+    if num_gpus > 1:
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        torch.distributed.all_reduce(flat)
+        flat /= num_gpus
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].reshape(p.shape)
+            offset += n
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+
+def _broadcast_module(module, num_gpus):
+    if num_gpus > 1 and module is not None:
+        for tensor in misc.params_and_buffers(module):
+            torch.distributed.broadcast(tensor.data, src=0)
+
+def _all_finite(modules):
+    for module in modules:
+        for tensor in misc.params_and_buffers(module):
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                return False
+    return True
+
+#----------------------------------------------------------------------------
+
+def training_loop(
+    run_dir                 = '.',      # Output directory.
+    training_set_kwargs     = {},       # Options for the training set.
+    data_loader_kwargs      = {},       # Options for torch.utils.data.DataLoader.
+    G_kwargs                = {},       # Options for the generator network.
+    D_kwargs                = {},       # Options for the discriminator network.
+    G_opt_kwargs            = {},       # Options for the generator optimizer.
+    D_opt_kwargs            = {},       # Options for the discriminator optimizer.
+    augment_kwargs          = None,     # Options for the augmentation pipeline, None = disable.
+    loss_kwargs             = {},       # Options for the loss function.
+    metrics                 = [],       # Metrics to evaluate during training.
+    random_seed             = 0,        # Global random seed.
+    num_gpus                = 1,        # Number of processes (devices) taking part.
+    rank                    = 0,        # Rank of the current process in [0, num_gpus).
+    device                  = None,     # torch.device of this process; None = cuda:rank if available else cpu.
+    batch_size              = 4,        # Total batch size for one training iteration (all processes).
+    batch_gpu               = 4,        # Number of samples processed at a time by one process.
+    ema_kimg                = 10,       # Half-life of the exponential moving average (EMA) of generator weights.
+    ema_rampup              = None,     # EMA ramp-up coefficient.
+    G_reg_interval          = 4,        # How often to perform regularization for G? None = disable lazy regularization.
+    D_reg_interval          = 16,       # How often to perform regularization for D? None = disable lazy regularization.
+    augment_p               = 0,        # Initial value of augmentation probability.
+    ada_target              = None,     # ADA target value. None = fixed p.
+    ada_interval            = 4,        # How often to perform ADA adjustment?
+    ada_kimg                = 500,      # ADA adjustment speed, measured in how many kimg it takes for p to increase/decrease by one unit.
+    total_kimg              = 25000,    # Total length of the training, measured in thousands of real images.
+    kimg_per_tick           = 4,        # Progress snapshot interval.
+    image_snapshot_ticks    = 50,       # How often to save image snapshots? None = disable.
+    network_snapshot_ticks  = 50,       # How often to save network snapshots and checkpoints? None = disable.
+    image_grid_size         = None,     # (gw, gh) of the image grids, None = as large as the reference.
+    resume_pkl              = None,     # Network pickle/URL/zoo name to initialise the weights from.
+    resume_checkpoint       = None,     # Training checkpoint (path) to continue exactly.
+    cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
+    allow_tf32              = False,    # Enable torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32?
+    abort_fn                = None,     # Callback that determines whether to abort training. Must return consistent results across ranks.
+    progress_fn             = None,     # Callback function for updating training progress. Called for all ranks.
+    max_steps               = None,     # Stop after this many iterations (for tests and benchmarks).
+    log_fn                  = print,    # Where rank 0 prints tick lines.
+    training_options        = None,     # JSON-able options of the whole run, stored in checkpoints for exact resume.
+):
+    """Train G and D; returns an EasyDict with the final counters and paths (rank 0)."""
+    # Initialize.
+    start_time = time.time()
+    if device is None:
+        device = torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
+    device = torch.device(device)
+    np.random.seed(random_seed * num_gpus + rank)
+    torch.manual_seed(random_seed * num_gpus + rank)
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+    conv2d_gradfix.enabled = True       # Skips weight gradients inside R1/PL gradient computations.
+    grid_sample_gradfix.enabled = True  # Double backward through ADA's geometric augmentations.
+    log = log_fn if rank == 0 else (lambda *args, **kwargs: None)
+
+    # Load training set.
+    log('Loading training set...')
+    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    checkpoint = load_checkpoint(resume_checkpoint) if resume_checkpoint is not None else None
+    start_nimg = int(checkpoint['cur_nimg']) if checkpoint is not None else 0
+    training_set_sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus,
+                                                seed=random_seed, start_idx=start_nimg)
+    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=training_set_sampler,
+                                                             batch_size=batch_size // num_gpus, **data_loader_kwargs))
+    log(f'Num images: {len(training_set)}, image shape: {training_set.image_shape}, label shape: {training_set.label_shape}')
+
+    # Construct networks.
+    log('Constructing networks...')
+    common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
+    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
+    D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+
+    # Resume weights from a network file (rank 0; broadcast below).
+    if resume_pkl is not None and checkpoint is None and rank == 0:
+        log(f'Resuming from "{resume_pkl}"')
+        resume_data = legacy.load_network(resume_pkl)
+        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+            if resume_data.get(name) is not None:
+                misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+
+    # Set up the augmentation pipe.
+    augment_pipe = None
+    ada_stats = None
+    if augment_kwargs is not None and (augment_p > 0 or ada_target is not None):
+        augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
+        augment_pipe.p.copy_(torch.as_tensor(augment_p))
+        if ada_target is not None:
+            ada_stats = training_stats.Collector(regex='Loss/signs/real')
+
+    # Set up the loss and the phases.
+    log('Setting up training phases...')
+    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
+    phases = []
+    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
+        trainable = [p for p in module.parameters()]
+        if hasattr(module, 'trainable_parameters'):
+            trainable = module.trainable_parameters()
+        if reg_interval is None:
+            opt = dnnlib.util.construct_class_by_name(trainable, **opt_kwargs)
+            phases += [dnnlib.EasyDict(name=name + 'both', module=module, opt=opt, interval=1)]
+        else:  # Lazy regularization: compensate the optimizer for the smaller share of main steps.
+            mb_ratio = reg_interval / (reg_interval + 1)
+            opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+            opt_kwargs.lr = opt_kwargs.lr * mb_ratio
+            opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
+            opt = dnnlib.util.construct_class_by_name(trainable, **opt_kwargs)
+            phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
+            phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
+    for phase in phases:
+        phase.params = [p for group in phase.opt.param_groups for p in group['params']]
+
+    # Exact resume: restore everything the uninterrupted run would have in memory.
+    cur_nimg = 0
+    cur_tick = 0
+    batch_idx = 0
+    if checkpoint is not None:
+        log(f'Resuming exactly from "{resume_checkpoint}" at kimg {checkpoint["cur_nimg"] / 1000:.1f}')
+        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+            module.load_state_dict(checkpoint['state'][name])
+        if augment_pipe is not None and checkpoint['state'].get('augment_pipe') is not None:
+            augment_pipe.load_state_dict(checkpoint['state']['augment_pipe'])
+        for phase in phases:
+            phase.opt.load_state_dict(checkpoint['optimizers'][phase.name[0]])
+        loss.load_state_dict(checkpoint['loss'])
+        cur_nimg = int(checkpoint['cur_nimg'])
+        cur_tick = int(checkpoint['cur_tick'])
+        batch_idx = int(checkpoint['batch_idx'])
+        if ada_stats is not None and rank == 0 and checkpoint.get('ada_pending') is not None:
+            training_stats.report_moments('Loss/signs/real', checkpoint['ada_pending'])
+        _set_rng_state(checkpoint['rng'][rank] if rank < len(checkpoint['rng']) else checkpoint['rng'][0], device)
+
+    # Every rank starts from rank 0's weights.
+    for module in [G, D, G_ema, augment_pipe]:
+        _broadcast_module(module, num_gpus)
+
+    # Print network summaries.
+    if rank == 0 and checkpoint is None:
+        with _preserve_rng(device), torch.no_grad():
+            G.eval()  # train mode would update w_avg
+            z = torch.zeros([batch_gpu, G.z_dim], device=device)
+            c = torch.zeros([batch_gpu, G.c_dim], device=device)
+            img = misc.print_module_summary(G, [z, c])
+            misc.print_module_summary(D, [img, c])
+            G.train()
+
+    # Export sample images.
+    grid_size = None
+    grid_z = None
+    grid_c = None
+    if rank == 0:
+        log('Exporting sample images...')
+        grid_size, images, labels = setup_snapshot_image_grid(training_set=training_set, random_seed=random_seed, grid_size=image_grid_size)
+        save_float_grid(images, os.path.join(run_dir, 'reals.png'), grid_size, drange=[0, 255])
+        gen = torch.Generator().manual_seed(random_seed)  # Fixed grid latents, independent of the training RNG.
+        grid_z = torch.randn([labels.shape[0], G.z_dim], generator=gen).to(device).split(batch_gpu)
+        grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
+        if checkpoint is None:
+            images = _render_grid(G_ema, grid_z, grid_c)
+            save_float_grid(images, os.path.join(run_dir, 'fakes_init.png'), grid_size, drange=[-1, 1])
+
+    # Initialize logs.
+    log('Initializing logs...')
+    stats_collector = training_stats.Collector(regex='.*')
+    stats_metrics = dict()
+    stats_jsonl = None
+    stats_tfevents = None
+    if rank == 0:
+        stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
+        try:
+            import torch.utils.tensorboard as tensorboard
+            stats_tfevents = tensorboard.SummaryWriter(run_dir)
+        except ImportError as err:
+            log('Skipping tfevents export:', err)
+
+    # Train.
+    log(f'Training for {total_kimg} kimg...')
+    log()
+    tick_start_nimg = cur_nimg
+    tick_start_time = time.time()
+    maintenance_time = tick_start_time - start_time
+    if progress_fn is not None:
+        progress_fn(0, total_kimg)
+    result = dnnlib.EasyDict(snapshot_pkl=None, checkpoint=None)
+    steps_done = 0
+    done = cur_nimg >= total_kimg * 1000
+
+    while not done:
+        # Fetch training data.
+        with torch.autograd.profiler.record_function('data_fetch'):
+            phase_real_img, phase_real_c = next(training_set_iterator)
+            phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+            phase_real_c = phase_real_c.to(device).split(batch_gpu)
+            all_gen_z = torch.randn([len(phases) * (batch_size // num_gpus), G.z_dim], device=device)
+            all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(batch_size // num_gpus)]
+            all_gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * (batch_size // num_gpus))]
+            all_gen_c = torch.from_numpy(np.stack(all_gen_c)).pin_memory().to(device) if device.type == 'cuda' else torch.from_numpy(np.stack(all_gen_c))
+            all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.split(batch_size // num_gpus)]
+
+        # Execute the phases that are due this iteration.
+        for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
+            if batch_idx % phase.interval != 0:
+                continue
+            phase.opt.zero_grad(set_to_none=True)
+            phase.module.requires_grad_(True)
+            for real_img, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c):
+                loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c, gain=phase.interval)
+            phase.module.requires_grad_(False)
+            with torch.autograd.profiler.record_function(phase.name + '_opt'):
+                _average_gradients(phase.params, num_gpus)
+                phase.opt.step()
+
+        # Update G_ema: parameters follow G with a half-life of ema_kimg; buffers are copied.
+        with torch.autograd.profiler.record_function('Gema'):
+            ema_nimg = ema_kimg * 1000
+            if ema_rampup is not None:
+                ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+            ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                p_ema.copy_(p.lerp(p_ema, ema_beta))
+            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                b_ema.copy_(b)
+
+        # Update state.
+        cur_nimg += batch_size
+        batch_idx += 1
+        steps_done += 1
+
+        # Execute ADA heuristic: move p toward the target sign statistic of D on reals.
+        if (ada_stats is not None) and (batch_idx % ada_interval == 0):
+            ada_stats.update()
+            adjust = np.sign(ada_stats['Loss/signs/real'] - ada_target) * (batch_size * ada_interval) / (ada_kimg * 1000)
+            if np.isfinite(adjust):
+                augment_pipe.p.copy_((augment_pipe.p + adjust).max(misc.constant(0, device=device)))
+
+        # Perform maintenance tasks once per tick.
+        done = (cur_nimg >= total_kimg * 1000) or (max_steps is not None and steps_done >= max_steps)
+        if (not done) and (cur_tick != 0) and (cur_nimg < tick_start_nimg + kimg_per_tick * 1000):
+            continue
+
+        # Print status line, accumulating the same information in training_stats.
+        tick_end_time = time.time()
+        fields = []
+        fields += [f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}"]
+        fields += [f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1e3):<8.1f}"]
+        fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}"]
+        fields += [f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}"]
+        fields += [f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / max(cur_nimg - tick_start_nimg, 1) * 1e3):<7.2f}"]
+        fields += [f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}"]
+        fields += [f"cpumem {training_stats.report0('Resources/cpu_mem_gb', psutil.Process(os.getpid()).memory_info().rss / 2**30):<6.2f}"]
+        if device.type == 'cuda':
+            fields += [f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', torch.cuda.max_memory_allocated(device) / 2**30):<6.2f}"]
+            torch.cuda.reset_peak_memory_stats()
+        fields += [f"augment {training_stats.report0('Progress/augment', float(augment_pipe.p.cpu()) if augment_pipe is not None else 0):.3f}"]
+        training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
+        training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
+        log(' '.join(fields))
+
+        # Stop on non-finite weights before anything is written from them.
+        if not _all_finite([G, D, G_ema]):
+            message = (f'Training diverged at kimg {cur_nimg / 1000:.1f}: non-finite values in the network weights. '
+                       f'No snapshot was written from them; the last good one is {result.snapshot_pkl or "none"}. '
+                       f'Try a larger --gamma, a smaller learning rate, or --fp32.')
+            if stats_jsonl is not None:
+                stats_jsonl.close()
+            raise TrainingDiverged(message)
+
+        # Check for abort.
+        if (not done) and (abort_fn is not None) and abort_fn():
+            done = True
+            log()
+            log('Aborting...')
+
+        # Save image snapshot.
+        if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
+            images = _render_grid(G_ema, grid_z, grid_c)
+            save_float_grid(images, os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png'), grid_size, drange=[-1, 1])
+
+        # Save network snapshot and the exact-resume checkpoint.
+        if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
+            snapshot_data = dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe, training_set_kwargs=dict(training_set_kwargs))
+            extra = getattr(loss, 'snapshot_extras', lambda: {})()
+            snapshot_data.update(extra)
+            if num_gpus > 1:
+                for module in [G, D, G_ema, augment_pipe] + list(extra.values()):
+                    if isinstance(module, torch.nn.Module):
+                        misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
+            ada_pending = ada_stats.pending_moments('Loss/signs/real') if ada_stats is not None else None
+            rng_states = _all_gather_objects(_rng_state(device), num_gpus)
+            if rank == 0:
+                snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+                _write_atomic(lambda path: legacy.save_network_pkl(snapshot_data, path), snapshot_pkl, 'network snapshot')
+                ckpt = dict(format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION,
+                    state={name: (module.state_dict() if module is not None else None) for name, module in
+                           [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]},
+                    optimizers={phase.name[0]: phase.opt.state_dict() for phase in phases if phase.name.endswith(('main', 'both'))},
+                    loss=loss.state_dict(), cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx,
+                    ada_pending=ada_pending, rng=rng_states, snapshot_pkl=snapshot_pkl,
+                    training_options_json=json.dumps(training_options, default=str) if training_options is not None else None)
+                checkpoint_path = os.path.join(run_dir, 'checkpoint.pt')
+                def write_checkpoint(path):
+                    with dnnlib.util.atomic_write(path, 'wb') as f:
+                        torch.save(ckpt, f)
+                _write_atomic(write_checkpoint, checkpoint_path, 'training checkpoint')
+                result.snapshot_pkl = snapshot_pkl
+                result.checkpoint = checkpoint_path
+
+            # Evaluate metrics on the snapshot.
+            if len(metrics) > 0:
+                from metrics import metric_main
+                log('Evaluating metrics...')
+                for metric in metrics:
+                    with _preserve_rng(device):
+                        metric_result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
+                                                                num_gpus=num_gpus, rank=rank, device=device)
+                    if rank == 0:
+                        metric_main.report_metric(metric_result, run_dir=run_dir, snapshot_pkl=result.snapshot_pkl)
+                    stats_metrics.update(metric_result.results)
+
+        # Collect statistics.
+        stats_collector.update()
+        stats_dict = stats_collector.as_dict()
+
+        # Update logs.
+        timestamp = time.time()
+        if stats_jsonl is not None:
+            fields = dict(stats_dict, timestamp=timestamp)
+            stats_jsonl.write(json.dumps(fields) + '\n')
+            stats_jsonl.flush()
+        if stats_tfevents is not None:
+            global_step = int(cur_nimg / 1e3)
+            walltime = timestamp - start_time
+            for name, value in stats_dict.items():
+                stats_tfevents.add_scalar(name, value.mean, global_step=global_step, walltime=walltime)
+            for name, value in stats_metrics.items():
+                stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
+            stats_tfevents.flush()
+        if progress_fn is not None:
+            progress_fn(cur_nimg // 1000, total_kimg)
+
+        # Update state.
+        cur_tick += 1
+        tick_start_nimg = cur_nimg
+        tick_start_time = time.time()
+        maintenance_time = tick_start_time - tick_end_time
+
+    # Done.
+    if stats_jsonl is not None:
+        stats_jsonl.close()
+    if stats_tfevents is not None:
+        stats_tfevents.close()
+    log()
+    log('Exiting...')
+    result.update(cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx, G=G, D=D, G_ema=G_ema,
+                  augment_pipe=augment_pipe, loss=loss)
+    return result
+
+#----------------------------------------------------------------------------
+
+@torch.no_grad()
+def _render_grid(G_ema, grid_z, grid_c):
+    return torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)])
+
+#----------------------------------------------------------------------------
