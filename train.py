@@ -311,6 +311,7 @@ def _init_distributed(rank, num_gpus, device_type, init_method):
 def subprocess_fn(rank, args, temp_dir, local_rank=None, torchrun=False):
     """Run the training loop in one process (rank) with logging and distributed setup."""
     from training import training_loop
+    from training.dataset import DatasetError
     if local_rank is None:
         local_rank = rank
     dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True)
@@ -334,7 +335,8 @@ def subprocess_fn(rank, args, temp_dir, local_rank=None, torchrun=False):
     loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'run_dir_name']}
     try:
         training_loop.training_loop(rank=rank, device=device, training_options=copy.deepcopy(dict(args)), **loop_kwargs)
-    except (training_loop.TrainingDiverged, training_loop.SnapshotWriteError) as err:
+    except (training_loop.TrainingDiverged, training_loop.SnapshotWriteError, legacy.NetworkLoadError,
+            dnnlib.DownloadError, DatasetError) as err:
         print(f'Error: {err}', file=sys.stderr)
         if args.num_gpus > 1 or torchrun:
             sys.exit(1)

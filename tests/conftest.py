@@ -26,3 +26,13 @@ def _seed():
     import torch
     torch.manual_seed(0)
     np.random.seed(0)
+
+@pytest.fixture(scope='module')
+def single_thread():
+    """One intra-op thread: ops on tiny tensors otherwise stall on thread wake-ups (tens of ms per
+    call on a busy 2-core machine). Restored afterwards."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -13,13 +13,7 @@ from torch_utils.ops import fma
 
 #----------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    # Tiny tensors: one intra-op thread avoids thread wake-up stalls on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 #----------------------------------------------------------------------------
 # NumPy formulas.

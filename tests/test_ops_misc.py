@@ -15,13 +15,7 @@ from torch_utils.ops import grid_sample_gradfix
 
 #----------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    # Tiny tensors: one intra-op thread avoids thread wake-up stalls on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 @pytest.fixture
 def gradfix_on(monkeypatch):

@@ -18,14 +18,7 @@ from torch_utils.ops import upfirdn2d
 
 #----------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    # These ops run on tiny tensors: one intra-op thread avoids thread wake-up stalls (tens of ms
-    # per call on a busy 2-core machine) and keeps the module fast. Restored afterwards.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 #----------------------------------------------------------------------------
 # Independent NumPy reference.

@@ -115,7 +115,7 @@ class Collector:
         self._moments.clear()
 
     def names(self):
-        """Names that match the regex, in sorted order."""
+        """Names that match the regex, in the order they were first reported."""
         return [name for name in _counters if self._regex.fullmatch(name)]
 
     def update(self):

@@ -145,7 +145,6 @@ def is_checkpoint_file(path):
 
 def _average_gradients(params, num_gpus):
     """All-reduce the gradients of `params` in one flat buffer, average, and sanitise them."""
-    params = [p for p in params if p.requires_grad]
     if len(params) == 0:
         return
     if num_gpus > 1:

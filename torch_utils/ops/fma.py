@@ -39,9 +39,7 @@ def _unbroadcast(x, shape):
     dims = [i for i in range(x.ndim) if x.shape[i] > 1 and (i < extra_dims or shape[i - extra_dims] == 1)]
     if len(dims):
         x = x.sum(dim=dims, keepdim=True)
-    if extra_dims:
-        x = x.reshape(-1, *x.shape[extra_dims + 1:])
-    assert x.shape == shape
+    x = x.reshape(shape)
     return x
 
 #----------------------------------------------------------------------------

@@ -1,0 +1,259 @@
+"""Compute quality metrics (FID, KID, precision/recall, PPL, IS) of a trained network.
+
+\b
+Examples:
+  # FID of a snapshot against the dataset it was trained on (results also go to
+  # metric-fid50k_full.jsonl in the snapshot's run directory):
+  python calc_metrics.py --network runs/00000-ffhq/network-snapshot-001000.pkl --metrics fid50k_full
+\b
+  # Several metrics of a zoo model on 8 GPUs:
+  python calc_metrics.py --network ffhq256 --data ffhq256.zip --mirror 1 --gpus 8 --metrics fid50k_full,kid50k_full,pr50k3_full,ppl2_wend
+\b
+  # Offline, with detector files downloaded by hand:
+  python calc_metrics.py --network net.pkl --data data.zip --metrics fid10k_full \\
+      --detector-inception ~/inception-2015-12-05.pt --detector-vgg ~/vgg16.pt
+\b
+Recommended metrics: fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, is50k.
+Legacy metrics: fid50k, kid50k, pr50k3, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend.
+Quick variants: fid10k_full, fid1k_full, fid100_full, kid10k_full, is10k, pr10k3_full, ... (--list).
+"""
+
+import copy
+import os
+import sys
+import tempfile
+
+import click
+import numpy as np
+import torch
+
+import dnnlib
+import legacy
+from metrics import metric_main
+from metrics import metric_utils
+from torch_utils import custom_ops
+from torch_utils import image_utils
+from torch_utils import training_stats
+
+#----------------------------------------------------------------------------
+
+class UserError(Exception):
+    """Bad options or data: reported as a one-line error."""
+
+_USER_ERRORS = (UserError, legacy.NetworkLoadError, dnnlib.DownloadError, FileNotFoundError, ValueError)
+
+#----------------------------------------------------------------------------
+
+def _init_distributed(rank, num_gpus, device_type, temp_dir):
+    backend = 'nccl' if device_type == 'cuda' else 'gloo'
+    init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
+    if os.name == 'nt':
+        init_method = 'file:///' + init_file.replace('\\', '/')
+    else:
+        init_method = f'file://{init_file}'
+    torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=num_gpus)
+
+
+def subprocess_fn(rank, args, temp_dir):
+    """Evaluate every requested metric in one process (rank)."""
+    if args.device_type == 'cuda':
+        device = torch.device('cuda', rank if args.num_gpus > 1 else (args.device_index or 0))
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    else:
+        device = torch.device('cpu')
+        if args.num_gpus > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
+
+    if args.num_gpus > 1:
+        _init_distributed(rank, args.num_gpus, args.device_type, temp_dir)
+    training_stats.init_multiprocessing(rank=rank, sync_device=(device if args.num_gpus > 1 else None))
+    if rank != 0 or not args.verbose:
+        custom_ops.verbosity = 'none'
+
+    # Every process draws different latents.
+    torch.manual_seed(args.seed * args.num_gpus + rank)
+    np.random.seed((args.seed * args.num_gpus + rank) % (1 << 31))
+
+    try:
+        G = copy.deepcopy(args.G).eval().requires_grad_(False).to(device)
+        if rank == 0 and args.verbose:
+            print(f'Network: {args.network_spec} ({G.img_resolution}x{G.img_resolution}, {G.img_channels} channels'
+                  f'{f", {G.c_dim} classes" if G.c_dim else ""}); device {device}, {args.num_gpus} process(es)')
+        progress = metric_utils.ProgressMonitor(verbose=args.verbose)
+        for metric in args.metrics:
+            if rank == 0 and args.verbose:
+                print(f'Calculating {metric}...')
+            result = metric_main.calc_metric(metric=metric, G=G, dataset_kwargs=args.dataset_kwargs,
+                                             num_gpus=args.num_gpus, rank=rank, device=device, progress=progress,
+                                             detector_overrides=args.detector_overrides, q_mode=args.q_mode,
+                                             data_loader_kwargs=args.data_loader_kwargs)
+            if rank == 0:
+                metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
+    except _USER_ERRORS as err:
+        if args.num_gpus > 1:
+            print(f'Error: {err}', file=sys.stderr)
+            try:
+                with open(os.path.join(temp_dir, f'error-rank{rank}.txt'), 'w', encoding='utf-8') as f:
+                    f.write(str(err))
+            except OSError:
+                pass
+            sys.exit(1)
+        raise UserError(str(err)) from err
+    finally:
+        if args.num_gpus > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+#----------------------------------------------------------------------------
+
+class CommaSeparatedList(click.ParamType):
+    name = 'list'
+
+    def convert(self, value, param, ctx):
+        _ = param, ctx
+        if isinstance(value, list):
+            return value
+        if value is None or value.lower() == 'none' or value == '':
+            return []
+        return [v.strip() for v in value.split(',') if v.strip()]
+
+
+def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_inception, detector_vgg, verbose, q_mode,
+               workers, seed):
+    """Validate the options, load the network and build the per-process arguments (raises UserError)."""
+    args = dnnlib.EasyDict(metrics=metrics, num_gpus=gpus, verbose=verbose, q_mode=q_mode, seed=seed,
+                           network_spec=network_spec)
+    if not metrics:
+        raise UserError('--metrics: give at least one metric')
+    unknown = [m for m in metrics if not metric_main.is_valid_metric(m)]
+    if unknown:
+        raise UserError(f'--metrics: unknown metric(s) {", ".join(unknown)}; valid: {", ".join(metric_main.list_valid_metrics())}')
+    if gpus < 1:
+        raise UserError(f'--gpus must be at least 1, got {gpus}')
+
+    dev = image_utils.parse_device(device)
+    args.device_type = dev.type
+    args.device_index = dev.index
+    if dev.type == 'cuda' and gpus > torch.cuda.device_count():
+        raise UserError(f'--gpus {gpus} but only {torch.cuda.device_count()} CUDA device(s) are available')
+
+    args.detector_overrides = dict()
+    for name, path in [('inception', detector_inception), ('vgg16', detector_vgg)]:
+        if path is None:
+            continue
+        local = metric_utils._local_path(path)
+        if local is not None and not os.path.isfile(local):
+            option = '--detector-inception' if name == 'inception' else '--detector-vgg'
+            raise UserError(f'{option}: file not found: {local}')
+        args.detector_overrides[name] = path
+
+    if verbose:
+        print(f'Loading network from "{network_spec}"...')
+    network = legacy.load_network(network_spec, verbose=verbose)
+    if network.get('G_ema') is None:
+        raise UserError(f'"{network_spec}" holds no generator (G_ema)')
+    args.G = network['G_ema']
+    if q_mode == 'degraded' and not int(getattr(args.G, 'q_dim', 0) or 0):
+        raise UserError('--q-mode degraded needs a quality-conditioned network (G.q_dim > 0)')
+
+    # Real data: --data, else what the network was trained on.
+    if data is not None:
+        args.dataset_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data)
+    elif network.get('training_set_kwargs'):
+        args.dataset_kwargs = dnnlib.EasyDict(network['training_set_kwargs'])
+    else:
+        args.dataset_kwargs = None
+    needs_data = [m for m in metrics if not m.startswith('ppl')] + ([m for m in metrics if m.startswith('ppl')] if args.G.c_dim else [])
+    if args.dataset_kwargs is None:
+        if needs_data:
+            raise UserError(f'--data is required for {", ".join(needs_data)}: the network file has no training_set_kwargs')
+        args.dataset_kwargs = dnnlib.EasyDict()
+    else:
+        args.dataset_kwargs.resolution = args.G.img_resolution
+        args.dataset_kwargs.use_labels = (args.G.c_dim != 0)
+        if mirror is not None:
+            args.dataset_kwargs.xflip = mirror
+        path = args.dataset_kwargs.get('path')
+        if data is None and path is not None and not os.path.exists(path):
+            raise UserError(f'the dataset the network was trained on ("{path}") does not exist here: pass --data PATH')
+
+    args.data_loader_kwargs = None
+    if workers is not None:
+        args.data_loader_kwargs = dict(num_workers=workers, pin_memory=(dev.type == 'cuda'))
+        if workers > 0:
+            args.data_loader_kwargs['prefetch_factor'] = 2
+
+    # JSONL output next to a local snapshot whose folder is a run directory.
+    args.run_dir = None
+    args.network_pkl = None
+    if os.path.isfile(network_spec):
+        args.network_pkl = network_spec
+        pkl_dir = os.path.dirname(os.path.abspath(network_spec))
+        if os.path.isfile(os.path.join(pkl_dir, 'training_options.json')):
+            args.run_dir = pkl_dir
+    return args
+
+
+@click.command(help=__doc__)
+@click.option('--network', 'network_spec', help='Network pickle: path, URL, zoo name or init:PRESET', metavar='PATH', required=True)
+@click.option('--metrics', help='Comma-separated list of metrics', type=CommaSeparatedList(), default='fid50k_full', show_default=True)
+@click.option('--data', help='Dataset to evaluate against [default: look up from the network]', metavar='PATH')
+@click.option('--mirror', help='Include x-flipped reals (legacy metrics) [default: look up]', type=bool, metavar='BOOL')
+@click.option('--gpus', help='Number of processes (GPUs, or CPU processes with --device cpu)', type=int, default=1, show_default=True, metavar='INT')
+@click.option('--device', help='auto, cpu, cuda or cuda:N', default='auto', show_default=True, metavar='DEV')
+@click.option('--detector-inception', help='Local file or URL of inception-2015-12-05 (.pt or .pkl)', metavar='PATH')
+@click.option('--detector-vgg', help='Local file or URL of vgg16 (.pt or .pkl)', metavar='PATH')
+@click.option('--q-mode', help='Quality code of QC networks: sharp (q=0) or degraded (q~N(0,I)) [default: sharp]', type=click.Choice(['sharp', 'degraded']))
+@click.option('--workers', help='DataLoader worker processes [default: 3 on CUDA, 0 on CPU]', type=click.IntRange(min=0), metavar='INT')
+@click.option('--seed', help='Random seed of the generated samples', type=int, default=0, show_default=True, metavar='INT')
+@click.option('--verbose', help='Print progress', type=bool, default=True, show_default=True, metavar='BOOL')
+@click.option('--list', 'list_metrics', help='List the available metrics and exit', is_flag=True)
+def calc_metrics(network_spec, metrics, data, mirror, gpus, device, detector_inception, detector_vgg, q_mode, workers, seed,
+                 verbose, list_metrics):
+    if list_metrics:
+        print('\n'.join(metric_main.list_valid_metrics()))
+        return
+    try:
+        args = setup_args(network_spec, metrics, data, mirror, gpus, device, detector_inception, detector_vgg, verbose,
+                          q_mode, workers, seed)
+    except _USER_ERRORS as err:
+        raise click.ClickException(str(err))
+
+    if verbose:
+        print('Launching processes...')
+    torch.multiprocessing.set_start_method('spawn', force=True)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        try:
+            if args.num_gpus == 1:
+                subprocess_fn(rank=0, args=args, temp_dir=temp_dir)
+            else:
+                torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
+        except UserError as err:
+            raise click.ClickException(str(err))
+        except torch.multiprocessing.ProcessExitedException as err:
+            reported = _reported_error(temp_dir)
+            if reported is not None:
+                raise click.ClickException(reported)
+            raise click.ClickException(f'a metric process failed ({err}); the other processes were stopped')
+        except torch.multiprocessing.ProcessRaisedException as err:
+            lines = [line for line in str(err).strip().splitlines() if line.strip()]
+            raise click.ClickException(f'a metric process failed: {lines[-1] if lines else err}')
+
+
+def _reported_error(temp_dir):
+    """The one-line error a failed process left behind (lowest rank first), or None."""
+    names = sorted(n for n in os.listdir(temp_dir) if n.startswith('error-rank'))
+    for name in names:
+        try:
+            with open(os.path.join(temp_dir, name), encoding='utf-8') as f:
+                return f.read().strip()
+        except OSError:
+            continue
+    return None
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    calc_metrics()  # pylint: disable=no-value-for-parameter
