@@ -16,12 +16,14 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Main job: build the embedded face dataset, train the tiny config on CPU (about 10 minutes on
-# 2 cores), then render a grid from the final snapshot.
+# Main job: build the embedded face dataset, train the tiny config on CPU, fine-tune it into a
+# QC-StyleGAN, then render sharp | degraded pairs from the final snapshot (about 11 minutes on 2 cores).
 demo: venv
 	$(PY) dataset_tool.py --source builtin:lfw-faces --dest out/data/lfw32.zip --resolution 32
-	$(PY) train.py --outdir out/runs --data out/data/lfw32.zip --cfg tiny --kimg 24 --snap 4 --device cpu --workers 1
-	$(PY) generate.py --network "$$(ls -t out/runs/*/network-snapshot-*.pkl | head -n 1)" --seeds 0-31 --grid --outdir out/demo --device cpu
+	$(PY) train.py --outdir out/runs --data out/data/lfw32.zip --cfg tiny --kimg 20 --snap 4 --device cpu --workers 1
+	$(PY) train.py --outdir out/runs --data out/data/lfw32.zip --cfg tiny --kimg 2 --snap 1 --device cpu --workers 1 \
+		--qc --resume "$$(ls -t out/runs/*-tiny-kimg20/network-snapshot-*.pkl | head -n 1)"
+	$(PY) generate.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --seeds 0-15 --grid --outdir out/demo --device cpu
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -197,7 +197,7 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
 
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', help='Network pickle: path, URL, zoo name or init:PRESET', metavar='PATH', required=True)
+@click.option('--network', 'network_spec', help='Network pickle: path, URL, zoo name or init:PRESET  [required]', metavar='PATH')
 @click.option('--metrics', help='Comma-separated list of metrics', type=CommaSeparatedList(), default='fid50k_full', show_default=True)
 @click.option('--data', help='Dataset to evaluate against [default: look up from the network]', metavar='PATH')
 @click.option('--mirror', help='Include x-flipped reals (legacy metrics) [default: look up]', type=bool, metavar='BOOL')
@@ -215,6 +215,8 @@ def calc_metrics(network_spec, metrics, data, mirror, gpus, device, detector_inc
     if list_metrics:
         print('\n'.join(metric_main.list_valid_metrics()))
         return
+    if network_spec is None:
+        raise click.UsageError("Missing option '--network'.")
     try:
         args = setup_args(network_spec, metrics, data, mirror, gpus, device, detector_inception, detector_vgg, verbose,
                           q_mode, workers, seed)

@@ -58,13 +58,34 @@ class _RangeType(click.ParamType):
 
 #----------------------------------------------------------------------------
 
-def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None,
-                    noise_mode='const', batch_size=8, device=torch.device('cpu')):
-    """Images for `seeds` as float `[N, C, H, W]` in about [-1, 1] (CPU).
+def seed_q(G, seed):
+    """The random quality code of a seed: drawn after z from the same RandomState, so it is
+    independent of z (unlike the released code, whose q repeats the first entries of z)."""
+    return np.random.RandomState(seed).randn(1, G.z_dim + G.q_dim)[:, G.z_dim:]
 
-    z for seed s is `np.random.RandomState(s).randn(1, z_dim)` as in the reference, so the
-    same seed gives the same image as the official generate.py.
-    """
+def parse_q(spec, G, image_seed=None, q_seed=None):
+    """'zero' | 'random' | 'seed:K' | FILE.npy -> float64 `[1, q_dim]` or `[N, q_dim]` (numpy)."""
+    if G.q_dim == 0:
+        if spec not in (None, 'zero'):
+            raise ValueError('this network has no quality code (it is not a QC-StyleGAN network): drop --q/--q-from/--q-to')
+        return None
+    if spec in (None, 'zero'):
+        return np.zeros([1, G.q_dim])
+    if spec == 'random':
+        if q_seed is not None:
+            return np.random.RandomState(q_seed).randn(1, G.q_dim)
+        return seed_q(G, image_seed)
+    if spec.startswith('seed:'):
+        return np.random.RandomState(int(spec[5:])).randn(1, G.q_dim)
+    if not os.path.isfile(spec):
+        raise ValueError(f'--q "{spec}" is not zero, random, seed:K or an existing .npy file')
+    q = np.load(spec).astype(np.float64)
+    q = q.reshape(1, -1) if q.ndim == 1 else q
+    if q.ndim != 2 or q.shape[1] != G.q_dim:
+        raise ValueError(f'{spec}: q has shape {list(q.shape)}, expected [{G.q_dim}] or [N, {G.q_dim}] for this network')
+    return q
+
+def _label(G, class_idx, device):
     label = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim != 0:
         if class_idx is None:
@@ -74,14 +95,35 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
         label[:, class_idx] = 1
     elif class_idx is not None:
         print('warning: --class is ignored for an unconditional network')
+    return label
+
+def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None,
+                    noise_mode='const', batch_size=8, device=torch.device('cpu'), q=None):
+    """Images for `seeds` as float `[N, C, H, W]` in about [-1, 1] (CPU).
+
+    z for seed s is `np.random.RandomState(s).randn(1, z_dim)` as in the reference, so the
+    same seed gives the same image as the official generate.py. For QC generators, q is None
+    (sharp), one code `[1, q_dim]` for every seed, `[len(seeds), q_dim]`, or a callable seed -> code.
+    """
+    label = _label(G, class_idx, device)
+    if q is not None and getattr(G, 'q_dim', 0) == 0:
+        raise ValueError('this network has no quality code')
 
     images = []
     for start in range(0, len(seeds), batch_size):
         batch_seeds = seeds[start:start + batch_size]
         z = np.concatenate([np.random.RandomState(seed).randn(1, G.z_dim) for seed in batch_seeds])
         z = torch.from_numpy(z).to(device=device, dtype=torch.float32)
+        batch_q = None
+        if callable(q):
+            batch_q = np.concatenate([q(seed) for seed in batch_seeds])
+        elif q is not None:
+            batch_q = q if q.shape[0] == 1 else q[start:start + batch_size]
+            batch_q = np.repeat(batch_q, len(batch_seeds), axis=0) if batch_q.shape[0] == 1 else batch_q
+        if batch_q is not None:
+            batch_q = torch.from_numpy(batch_q).to(device=device, dtype=torch.float32)
         with torch.no_grad():
-            img = G(z, label.repeat([len(batch_seeds), 1]), truncation_psi=truncation_psi,
+            img = G(z, label.repeat([len(batch_seeds), 1]), q=batch_q, truncation_psi=truncation_psi,
                     truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
         images.append(img.cpu())
     return torch.cat(images)
@@ -99,25 +141,64 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 @click.option('--device', help='cpu, cuda, cuda:N or auto', default='auto', show_default=True)
 @click.option('--grid', help='Also save all images as one grid.png', is_flag=True)
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), help='Images per forward pass', default=8, show_default=True)
-def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, outdir, device, grid, batch_size):
+@click.option('--q', 'q_spec', help='QC networks: degraded-image quality code: random, seed:K or FILE.npy ([q_dim] or [N, q_dim]); zero = sharp only', default='random', show_default=True)
+@click.option('--q-seed', type=click.IntRange(min=0), help='QC networks: one random q from this seed for every image [default: per image seed]')
+@click.option('--q-from', help='QC networks: interpolate the quality code from this q (zero, random, seed:K, FILE.npy)...')
+@click.option('--q-to', help='...to this q, written as one strip per seed')
+@click.option('--steps', type=click.IntRange(min=2), default=8, show_default=True, help='Images in a --q-from/--q-to strip')
+def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, outdir, device, grid, batch_size,
+                  q_spec, q_seed, q_from, q_to, steps):
+    """Writes seedNNNN.png; for QC networks also seedNNNN_degraded.png and seedNNNN_pair.png (sharp | degraded),
+    and with --q-from/--q-to seedNNNN_qstrip.png."""
+    kwargs = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
+                  noise_mode=noise_mode, batch_size=batch_size)
     try:
         device = image_utils.parse_device(device)
         print(f'Loading network "{network_spec}" on {device}...')
         G = legacy.load_network(network_spec, device=device)['G_ema']
-        images = generate_images(G, seeds, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                                 class_idx=class_idx, noise_mode=noise_mode, batch_size=batch_size, device=device)
+        is_qc = getattr(G, 'q_dim', 0) > 0
+        if (q_from is None) != (q_to is None):
+            raise ValueError('--q-from and --q-to go together')
+        if not is_qc and (q_from is not None or q_seed is not None or q_spec not in ('random', 'zero')):
+            raise ValueError('this network has no quality code (it is not a QC-StyleGAN network): drop the --q options')
+        sharp = generate_images(G, seeds, device=device, **kwargs)
+        degraded = None
+        if is_qc and q_spec != 'zero':
+            q = (lambda seed: parse_q(q_spec, G, image_seed=seed, q_seed=q_seed)) if q_spec == 'random' else parse_q(q_spec, G, q_seed=q_seed)
+            if not callable(q) and q.shape[0] not in (1, len(seeds)):
+                raise ValueError(f'{q_spec}: {q.shape[0]} codes for {len(seeds)} seeds; give one code or one per seed')
+            degraded = generate_images(G, seeds, device=device, q=q, **kwargs)
+        strips = None
+        if q_from is not None:
+            strips = []
+            for seed in seeds:
+                qa = parse_q(q_from, G, image_seed=seed, q_seed=q_seed)
+                qb = parse_q(q_to, G, image_seed=seed, q_seed=q_seed)
+                if qa.shape[0] != 1 or qb.shape[0] != 1:
+                    raise ValueError('--q-from/--q-to need a single code each')
+                codes = np.concatenate([(1 - t) * qa + t * qb for t in np.linspace(0, 1, steps)])
+                strips.append(generate_images(G, [seed] * steps, device=device, q=codes, **kwargs))
     except (legacy.NetworkLoadError, dnnlib.DownloadError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err))
 
     os.makedirs(outdir, exist_ok=True)
-    uint8_images = image_utils.to_uint8(images)
+    uint8_images = image_utils.to_uint8(sharp)
     for seed, array in zip(seeds, uint8_images):
         image_utils.save_image(array, os.path.join(outdir, f'seed{seed:04d}.png'))
-    print(f'Wrote {len(seeds)} images to {outdir}')
+    if degraded is not None:
+        uint8_degraded = image_utils.to_uint8(degraded)
+        for seed, a, b in zip(seeds, uint8_images, uint8_degraded):
+            image_utils.save_image(b, os.path.join(outdir, f'seed{seed:04d}_degraded.png'))
+            image_utils.save_image(np.concatenate([a, b], axis=1), os.path.join(outdir, f'seed{seed:04d}_pair.png'))
+    if strips is not None:
+        for seed, strip in zip(seeds, strips):
+            image_utils.save_image(np.concatenate(list(image_utils.to_uint8(strip)), axis=1), os.path.join(outdir, f'seed{seed:04d}_qstrip.png'))
+    print(f'Wrote {len(seeds)} {"sharp/degraded pairs" if degraded is not None else "images"} to {outdir}')
     if grid:
         grid_path = os.path.join(outdir, 'grid.png')
-        image_utils.save_image(image_utils.make_grid(uint8_images), grid_path)
-        print(f'Wrote {grid_path}')
+        rows = uint8_images if degraded is None else np.concatenate([uint8_images, uint8_degraded], axis=2)
+        image_utils.save_image(image_utils.make_grid(rows), grid_path)
+        print(f'Wrote {grid_path}' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
 
 #----------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ RESUME_SPECS = ['ffhq256', 'ffhq512', 'ffhq1024', 'celebahq256', 'lsundog256']
 AUGPIPES = ['blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc']
 
 # Options that may differ when continuing a checkpoint exactly (they do not change the training math).
-EXACT_RESUME_OVERRIDABLE = {'outdir', 'kimg', 'snap', 'metrics', 'workers', 'dry_run', 'device', 'resume', 'data', 'gpus'}
+EXACT_RESUME_OVERRIDABLE = {'outdir', 'kimg', 'snap', 'metrics', 'workers', 'dry_run', 'device', 'resume', 'data', 'gpus', 'qc'}
 
 #----------------------------------------------------------------------------
 
@@ -65,6 +65,7 @@ def setup_training_loop_kwargs(
     data, gpus=1, snap=None, metrics=None, seed=None, cond=None, subset=None, mirror=None, cfg=None,
     gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None, resume=None,
     freezed=None, fp32=None, nhwc=None, allow_tf32=None, nobench=None, workers=None, device=None,
+    qc=None, q_dim=None, qc_blocks=None, train_blocks=None, kd_weight=None, teacher=None, degradation=None,
 ):
     """Turn CLI options into (run description, training_loop kwargs). Raises UserError on bad input."""
     args = dnnlib.EasyDict()
@@ -290,6 +291,29 @@ def setup_training_loop_kwargs(
         if workers == 0:
             args.data_loader_kwargs.pop('prefetch_factor', None)
 
+    # QC-StyleGAN fine-tuning.
+    if qc:
+        if resume is None or resume == 'noresume':
+            raise UserError('--qc fine-tunes a pretrained network: pass --resume (a StyleGAN2(-ADA) or QC-StyleGAN pickle, URL or zoo name)')
+        q_dim = 16 if q_dim is None else q_dim
+        if q_dim < 1:
+            raise UserError('--q-dim must be at least 1')
+        args.qc_kwargs = dnnlib.EasyDict(q_dim=q_dim, qc_blocks=2 if qc_blocks is None else qc_blocks, degrad_width=16, degrad_layers=3,
+                                         train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher)
+        if args.qc_kwargs.train_blocks < args.qc_kwargs.qc_blocks:
+            raise UserError(f'--train-blocks ({args.qc_kwargs.train_blocks}) must include the {args.qc_kwargs.qc_blocks} DegradBlock blocks (--qc-blocks)')
+        args.training_set_kwargs.degradation = degradation or 'qc_stylegan_train'
+        try:
+            from training import degradations
+            degradations.load_preset(args.training_set_kwargs.degradation)
+        except (ValueError, OSError) as err:
+            raise UserError(f'--degradation: {err}') from err
+        args.loss_kwargs.class_name = 'training.loss.QCStyleGAN2Loss'
+        args.loss_kwargs.kd_weight = 3.0 if kd_weight is None else kd_weight
+        desc += '-qc'
+    elif any(v is not None for v in [q_dim, qc_blocks, train_blocks, kd_weight, teacher, degradation]):
+        raise UserError('--q-dim, --qc-blocks, --train-blocks, --kd-weight, --teacher and --degradation need --qc')
+
     try:
         dev = image_utils.parse_device(device or 'auto')
     except ValueError as err:
@@ -379,7 +403,7 @@ def exact_resume_args(ckpt_path, cli, explicit):
     if options is None:
         raise UserError(f'{ckpt_path}: the checkpoint holds no training options')
     args = dnnlib.EasyDict(json.loads(options))
-    for key in ['training_set_kwargs', 'data_loader_kwargs', 'G_kwargs', 'D_kwargs', 'G_opt_kwargs', 'D_opt_kwargs', 'loss_kwargs', 'augment_kwargs']:
+    for key in ['training_set_kwargs', 'data_loader_kwargs', 'G_kwargs', 'D_kwargs', 'G_opt_kwargs', 'D_opt_kwargs', 'loss_kwargs', 'augment_kwargs', 'qc_kwargs']:
         if isinstance(args.get(key), dict):
             args[key] = dnnlib.EasyDict(args[key])
     conflicting = sorted(set(explicit) - EXACT_RESUME_OVERRIDABLE)
@@ -456,6 +480,14 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, metavar='BOOL')
 @click.option('--workers', help='Override number of DataLoader workers', type=int, metavar='INT')
+# QC-StyleGAN.
+@click.option('--qc', help='Fine-tune --resume into a quality-controllable QC-StyleGAN', is_flag=True, default=None)
+@click.option('--q-dim', help='Quality code size D_q [default: 16]', type=int, metavar='INT')
+@click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=int, metavar='INT')
+@click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=int, metavar='INT')
+@click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=float)
+@click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
+@click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
 def main(ctx, outdir, dry_run, **config_kwargs):
     from training import training_loop
     torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and 'LOCAL_RANK' in os.environ

@@ -17,7 +17,8 @@ The pipeline follows stylegan2-ada-pytorch so that numbers are comparable with p
 Feature detectors are the NVlabs networks (section "detectors" below). They are loaded with
 `dnnlib.util.open_url` (download + cache) from their official URLs, or from a local file or URL
 given per detector in `MetricOptions(detector_overrides={'inception': PATH, 'vgg16': PATH})`
-(calc_metrics.py: `--detector-inception`, `--detector-vgg`). Both the TorchScript `.pt` files of
+(calc_metrics.py: `--detector-inception`, `--detector-vgg`), or in the environment variables
+`QCGAN_DETECTOR_INCEPTION` / `QCGAN_DETECTOR_VGG16` (which also reach metrics run by train.py). Both the TorchScript `.pt` files of
 stylegan2-ada-pytorch and the pickled `.pkl` files of stylegan3 are accepted.
 
 Quality-conditioned (QC) generators, which take a quality code `q` (`G.q_dim > 0`,
@@ -28,6 +29,7 @@ the generated side changes: the real statistics come from whatever `dataset_kwar
 
 import copy
 import hashlib
+import io
 import os
 import pickle
 import sys
@@ -55,6 +57,9 @@ INCEPTION_URL = DETECTOR_URLS['inception']
 VGG16_URL = DETECTOR_URLS['vgg16']
 
 # Aliases accepted as keys of `detector_overrides`.
+# Environment variables naming a local detector file (used when no explicit override is given;
+# handy for offline clusters and for metrics evaluated inside train.py).
+DETECTOR_ENV_VARS = {'inception': 'QCGAN_DETECTOR_INCEPTION', 'vgg16': 'QCGAN_DETECTOR_VGG16'}
 _DETECTOR_ALIASES = {'inception': 'inception', 'inception-2015-12-05': 'inception', 'vgg': 'vgg16', 'vgg16': 'vgg16'}
 _CLI_OPTION = {'inception': '--detector-inception', 'vgg16': '--detector-vgg'}
 
@@ -92,7 +97,6 @@ def _load_detector_file(f, shown_as):
     """A detector from an open binary file: TorchScript archive (zip) or pickle."""
     data = f.read()
     if data[:4] == b'PK\x03\x04':  # zip archive: TorchScript (.pt)
-        import io
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', FutureWarning)  # torch.jit deprecation notice
@@ -159,7 +163,7 @@ def _open_detector(url, local, verbose):
     hint = ''
     if name is not None:
         hint = (f' Alternatively pass a local copy of the detector with {_CLI_OPTION[name]} PATH '
-                f'(MetricOptions(detector_overrides={{"{name}": PATH}})).')
+                f'(or ${DETECTOR_ENV_VARS[name]}=PATH, or MetricOptions(detector_overrides={{"{name}": PATH}})).')
     if local is not None and not os.path.isfile(local):
         raise DetectorError(f'Feature detector file not found: "{local}"' +
                             (f' (given for "{url}")' if local != url else '') +
@@ -189,7 +193,8 @@ class MetricOptions:
         device:             Device of this process (default: cuda:rank if available, else cpu).
         progress:           `ProgressMonitor` (default: a silent one).
         cache:              Use the dataset-statistics cache.
-        detector_overrides: `{'inception'|'vgg16'|official URL: local path or URL}`.
+        detector_overrides: `{'inception'|'vgg16'|official URL: local path or URL}`; without one,
+                            `$QCGAN_DETECTOR_INCEPTION` / `$QCGAN_DETECTOR_VGG16` are used if set.
         q_mode:             For QC generators: None (default: sharp when `G.q_dim > 0`),
                             'sharp' (q = 0) or 'degraded' (q ~ N(0, I) per image).
         data_loader_kwargs: DataLoader options for the real images (default: 3 workers and pinned
@@ -231,6 +236,8 @@ class MetricOptions:
         name = detector_name_of(url)
         if name is not None and name in self.detector_overrides:
             return self.detector_overrides[name]
+        if name is not None and os.environ.get(DETECTOR_ENV_VARS[name]):
+            return os.environ[DETECTOR_ENV_VARS[name]]
         return url
 
     def get_dataset(self):
@@ -267,7 +274,7 @@ def check_num_items(opts, num_items, min_items, metric, what='real images'):
     if num_items < min_items:
         path = opts.dataset_kwargs.get('path', '?')
         raise DatasetError(f'{metric} needs at least {min_items} {what} but dataset "{path}" provides {num_items}; '
-                           f'use a larger dataset (or a metric with fewer samples)')
+                           f'use a dataset with at least {min_items} images')
 
 #----------------------------------------------------------------------------
 # Generator calls.
@@ -494,9 +501,12 @@ def _dataset_feature_batches(opts, dataset, num_items, batch_size, data_loader_k
     """Yields uint8 image batches of this rank's shard: items `(i * num_gpus + rank) % num_items`."""
     per_rank = (num_items - 1) // opts.num_gpus + 1
     item_subset = [(i * opts.num_gpus + opts.rank) % num_items for i in range(per_rank)]
+    degraded = getattr(dataset, 'has_degradation', False)
+    if degraded:  # the real side is the degraded images, each keyed by its index (reproducible, cacheable)
+        item_subset = [(i, i) for i in item_subset]
     loader = torch.utils.data.DataLoader(dataset=dataset, sampler=item_subset, batch_size=batch_size, **data_loader_kwargs)
-    for images, _labels in loader:
-        yield images
+    for batch in loader:
+        yield batch[1] if degraded else batch[0]
 
 
 def _default_loader_kwargs(opts):

@@ -25,6 +25,7 @@ the (low, high) value range, and work on 8-bit levels internally.
   unsupervised inversion benchmark), with the NVlabs Inception detector of the GAN metrics.
 """
 
+import io
 import os
 import warnings
 
@@ -313,7 +314,6 @@ def load_niqe_model(source=None):
             raw = f.read()
     except dnnlib.DownloadError as err:
         raise NIQEModelError(f'{err} ' + _niqe_model_hint()) from None
-    import io
     try:
         if raw[:6] == b'MATLAB' or spec.lower().endswith('.mat'):
             data = scipy.io.loadmat(io.BytesIO(raw))
@@ -337,14 +337,14 @@ def _gray255(img, drange):
     lo, hi = drange
     x = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     x = x.astype(np.float64)
-    x = (x - lo) * (255.0 / (hi - lo))
+    x = np.round(np.clip((x - lo) * (255.0 / (hi - lo)), 0, 255))  # the 8-bit image
     if x.shape[0] == 3:
         x = 0.2989 * x[0] + 0.5870 * x[1] + 0.1140 * x[2]  # MATLAB rgb2gray
     elif x.shape[0] == 1:
         x = x[0]
     else:
         raise ValueError(f'NIQE expects gray or RGB images, got {x.shape[0]} channels')
-    return np.round(np.clip(x, 0, 255))  # 8-bit levels, as MATLAB's niqe sees uint8 images
+    return np.round(x)  # MATLAB's rgb2gray of a uint8 image is uint8 again
 
 
 def _matlab_cubic(x):
@@ -584,7 +584,6 @@ def patch_feature_stats(images, patch_size=128, patches_per_image=1000, detector
 def load_patch_stats(path):
     """(mu, sigma) from an .npz with arrays mu and sigma (the pytorch-fid / pFID reference format)."""
     with dnnlib.util.open_url(os.fspath(path), verbose=False) as f:
-        import io
         with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
             if 'mu' not in npz.files or 'sigma' not in npz.files:
                 raise ValueError(f'"{path}" has no mu/sigma arrays (found {", ".join(npz.files)})')

@@ -3,6 +3,7 @@ restoration metrics (PSNR, SSIM, LPIPS, NIQE, patch FID). Everything runs on CPU
 detector networks built here, so nothing is downloaded."""
 
 import glob
+import io
 import json
 import os
 import pickle
@@ -87,7 +88,6 @@ def make_dataset_zip(path, num=24, size=16, channels=3, seed=0):
             noise = rng.integers(-40, 40, size=(size, size, channels))
             array = np.clip(base[None, None, :] + noise, 0, 255).astype(np.uint8)
             image = PIL.Image.fromarray(array if channels == 3 else array[:, :, 0], 'RGB' if channels == 3 else 'L')
-            import io
             buffer = io.BytesIO()
             image.save(buffer, format='PNG')
             zf.writestr(f'{i // 1000:05d}/img{i:08d}.png', buffer.getvalue())
@@ -196,6 +196,10 @@ def test_precision_recall_identical_disjoint_and_partial():
     assert precision_recall.precision_recall_from_features(real, gen, row_batch_size=7, col_batch_size=11) == (precision, recall)
     with pytest.raises(ValueError, match='at least 4 real'):
         precision_recall.precision_recall_from_features(real[:3], gen)
+    # k-NN radii by hand (1-D, k = 3, self excluded): points 0, 1, 2, 3 have radii 3, 2, 2, 3.
+    real_1d = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    gen_1d = torch.tensor([[6.0], [6.5], [3.5], [-3.0], [-3.01]])  # inside, outside, inside, inside, outside
+    assert precision_recall.precision_recall_from_features(real_1d, gen_1d)[0] == pytest.approx(0.6)
 
 
 def test_inception_score_math():
@@ -209,6 +213,9 @@ def test_inception_score_math():
 def test_ppl_percentile_trimming():
     dist = np.concatenate([np.arange(100, dtype=np.float64), [1e9]])
     assert perceptual_path_length.ppl_from_distances(dist) == pytest.approx(50.0)  # keeps 1..99
+    # 50 values: P1 ('lower') is the minimum and P99 ('higher') the maximum, so nothing is dropped.
+    dist = np.concatenate([np.arange(49, dtype=np.float64), [1000.0]])
+    assert perceptual_path_length.ppl_from_distances(dist) == pytest.approx((np.arange(49).sum() + 1000) / 50)
 
 #----------------------------------------------------------------------------
 # Detectors.
@@ -232,6 +239,18 @@ def test_detector_loading_forms_and_cache(tmp_path, detector_pt):
         metric_utils.get_feature_detector(str(tmp_path / 'junk.pt'))
     with pytest.raises(metric_utils.DetectorError, match='not found'):
         metric_utils.get_feature_detector(str(tmp_path / 'missing.pt'))
+
+
+def test_detector_overrides_and_env_vars(monkeypatch, detector_pt):
+    opts = metric_utils.MetricOptions(detector_overrides={'vgg': '/x/vgg16.pt'})
+    assert opts.resolve_detector(metric_utils.VGG16_URL) == '/x/vgg16.pt'
+    assert opts.resolve_detector(metric_utils.INCEPTION_URL) == metric_utils.INCEPTION_URL
+    monkeypatch.setenv('QCGAN_DETECTOR_INCEPTION', detector_pt)
+    assert metric_utils.MetricOptions().resolve_detector(metric_utils.INCEPTION_URL) == detector_pt
+    explicit = metric_utils.MetricOptions(detector_overrides={'inception': '/y.pt'})
+    assert explicit.resolve_detector(metric_utils.INCEPTION_URL) == '/y.pt'  # explicit beats the environment
+    with pytest.raises(ValueError, match='unknown detector'):
+        metric_utils.MetricOptions(detector_overrides={'resnet': '/z.pt'})
 
 
 def test_offline_detector_error_names_url_and_cache_path(tmp_path, monkeypatch):
@@ -294,6 +313,17 @@ def test_calc_metric_fid_pipeline_and_stats_cache(tmp_path, monkeypatch, detecto
     with pytest.raises(AssertionError, match='recomputed'):
         metric_main.calc_metric('fid100_full', cache=False, **kwargs)
 
+    # The cache key covers the dataset options and the detector.
+    stats_kwargs = dict(capture_mean_cov=True, max_items=None)
+    flipped = metric_utils.MetricOptions(**dict(kwargs, dataset_kwargs=dict(dataset_kwargs(data), xflip=True)))
+    monkeypatch.undo()
+    assert metric_utils.compute_feature_stats_for_dataset(flipped, metric_utils.INCEPTION_URL, dict(return_features=True),
+                                                          **stats_kwargs).num_items == 48
+    other = save_scripted(TinyDetector(seed=1), tmp_path / 'other-inception.pt')
+    opts2 = metric_utils.MetricOptions(**dict(kwargs, detector_overrides={'inception': other}))
+    metric_utils.compute_feature_stats_for_dataset(opts2, metric_utils.INCEPTION_URL, dict(return_features=True), **stats_kwargs)
+    assert len(glob.glob(os.path.join(os.environ['DNNLIB_CACHE_DIR'], 'gan-metrics', 'tiny16-*.pkl'))) == 3
+
     # JSONL report.
     run_dir = tmp_path / 'run'
     run_dir.mkdir()
@@ -338,6 +368,20 @@ def test_ppl_end_to_end_on_tiny_generator(tmp_path):
     for name, value in G.named_buffers():  # the metric works on its own copy
         if name in noise_before:
             assert torch.equal(value, noise_before[name])
+
+
+def test_random_labels_come_from_the_dataset(tmp_path):
+    data = make_dataset_zip(tmp_path / 'lab.zip', num=6, size=16)
+    with zipfile.ZipFile(data, 'a') as zf:
+        names = sorted(zf.namelist())
+        zf.writestr('dataset.json', json.dumps({'labels': [[n, i % 3] for i, n in enumerate(names)]}))
+    G = tiny_G(16, c_dim=3)
+    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=dict(dataset_kwargs(data), use_labels=True), device=CPU)
+    c = metric_utils.random_labels(opts, G, 12)
+    assert c.shape == (12, 3) and torch.all(c.sum(1) == 1) and set(c.argmax(1).tolist()) <= {0, 1, 2}
+    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=dataset_kwargs(data), device=CPU)  # no labels requested
+    with pytest.raises(DatasetError, match='conditional with 3 classes'):
+        metric_utils.random_labels(opts, G, 2)
 
 
 class _QCStub(torch.nn.Module):
@@ -587,6 +631,20 @@ def test_matlab_imresize_half():
     np.testing.assert_allclose(restoration.imresize_matlab(np.full([30, 30], 7.0), 0.5), 7.0)
 
 
+def test_aggd_fit_on_known_distributions():
+    rng = np.random.default_rng(8)
+    gauss = rng.normal(scale=1.0, size=[1, 200000])        # GGD with alpha 2, beta = sigma * sqrt(2)
+    laplace = rng.laplace(scale=0.5, size=[1, 200000])     # GGD with alpha 1, beta = the Laplace scale
+    # Asymmetric Gaussian (alpha 2) with beta_l = 0.5, beta_r = 2: each side is a half-normal with scale
+    # beta / sqrt(2), and the left side holds beta_l / (beta_l + beta_r) of the mass.
+    half = np.abs(rng.normal(size=[1, 200000])) / np.sqrt(2)
+    skewed = np.where(rng.random(size=half.shape) < 0.5 / 2.5, -0.5 * half, 2.0 * half)
+    alpha, bl, br = restoration._aggd_fit(np.concatenate([gauss, laplace, skewed]))
+    np.testing.assert_allclose(alpha, [2.0, 1.0, 2.0], atol=0.03)
+    np.testing.assert_allclose(bl, [np.sqrt(2), 0.5, 0.5], rtol=0.02)
+    np.testing.assert_allclose(br, [np.sqrt(2), 0.5, 2.0], rtol=0.02)
+
+
 @pytest.fixture(scope='module')
 def niqe_model():
     import skimage.data
@@ -605,6 +663,7 @@ def test_niqe_prefers_pristine_images(niqe_model, tmp_path, monkeypatch):
     noisy = np.clip(test + np.random.default_rng(6).normal(scale=30, size=test.shape), 0, 255)
     q_test, q_blur, q_noise = (restoration.niqe(x, model=niqe_model) for x in (test, blurred, noisy))
     assert q_test < 0.9 * q_blur and q_test < 0.6 * q_noise
+    assert restoration.niqe(test + 0.3, model=niqe_model) == q_test  # evaluated on 8-bit gray levels
     # Batches of torch tensors in [-1, 1].
     batch = torch.from_numpy(np.stack([test, blurred]).transpose(0, 3, 1, 2)) / 127.5 - 1
     np.testing.assert_allclose(restoration.niqe(batch, model=niqe_model, drange=(-1, 1)), [q_test, q_blur], rtol=1e-6)

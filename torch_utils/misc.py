@@ -99,8 +99,10 @@ class InfiniteSampler(torch.utils.data.Sampler):
 
     `start_idx` skips the first `start_idx` positions of the global stream (all ranks together),
     replaying the reshuffling so that a resumed run sees the same images as an uninterrupted one.
+    With `with_positions`, it yields `(index, position)` pairs: the position in the global stream
+    keys per-sample randomness (e.g. degradations) independently of workers and resumes.
     """
-    def __init__(self, dataset, rank=0, num_replicas=1, shuffle=True, seed=0, window_size=0.5, start_idx=0):
+    def __init__(self, dataset, rank=0, num_replicas=1, shuffle=True, seed=0, window_size=0.5, start_idx=0, with_positions=False):
         assert len(dataset) > 0
         assert num_replicas > 0
         assert 0 <= rank < num_replicas
@@ -113,6 +115,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.seed = seed
         self.window_size = window_size
         self.start_idx = start_idx
+        self.with_positions = with_positions
 
     def __iter__(self):
         order = np.arange(len(self.dataset))
@@ -127,7 +130,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         while True:
             i = idx % order.size
             if idx % self.num_replicas == self.rank and idx >= self.start_idx:
-                yield order[i]
+                yield (int(order[i]), idx) if self.with_positions else order[i]
             if window >= 2:
                 j = (i - rnd.randint(window)) % order.size
                 order[i], order[j] = order[j], order[i]

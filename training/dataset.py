@@ -7,7 +7,14 @@ resolution, random_seed`) construct the same dataset here:
 * `dataset[i]` is `(image, label)`: a uint8 `[C, H, W]` numpy array (a copy) and a float32 label
   vector (one-hot for integer class labels, empty `[0]` without labels);
 * `max_size` keeps a random but reproducible subset, `xflip` appends a mirrored copy of every image;
-* the object pickles into DataLoader workers (cached labels and open zip handles are dropped).
+* the object pickles into DataLoader workers (cached labels and open zip handles are dropped);
+* with `degradation=` (a preset name such as `'qc_stylegan_train'`, a .json preset path, a preset
+  dict or a `training.degradations.DegradationSampler`), `dataset[i]` is
+  `(sharp, degraded, label)`: the stored image and a random degradation of it (both uint8
+  `[C, H, W]`). The degradation is applied to the HWC image at its stored resolution before the
+  x-flip, which then mirrors both. Draws come from the sampler's own stream, seeded with the
+  preset's `"seed"` or else `random_seed`; inside a DataLoader worker the sampler switches to a
+  per-worker stream derived from `torch.initial_seed()` (see training/degradations.py).
 
 Bad input is reported with one-line messages that name the file and the fix. Problems with the
 data itself raise `DatasetError` (a `ValueError` and an `OSError` at the same time, so both
@@ -123,6 +130,7 @@ class Dataset(torch.utils.data.Dataset):
         use_labels  = False,    # Return real labels (True) or empty label vectors (False)?
         xflip       = False,    # Append a horizontally mirrored copy of every image?
         random_seed = 0,        # Seed for choosing the max_size subset.
+        degradation = None,     # Degradation preset name/path/dict or DegradationSampler: items become (sharp, degraded, label).
     ):
         self._name = name
         self._raw_shape = list(raw_shape)
@@ -141,6 +149,11 @@ class Dataset(torch.utils.data.Dataset):
         if xflip:
             self._raw_idx = np.tile(self._raw_idx, 2)
             self._xflip = np.concatenate([self._xflip, np.ones_like(self._xflip)])
+
+        self._degradation = None
+        if degradation is not None:
+            from training import degradations  # albumentations is imported only when a sampler draws
+            self._degradation = degradations.build_sampler(degradation, seed=random_seed)
 
     def _get_raw_labels(self):
         if self._raw_labels is None:
@@ -177,11 +190,29 @@ class Dataset(torch.utils.data.Dataset):
     def __len__(self):
         return self._raw_idx.size
 
+    @property
+    def has_degradation(self):
+        return self._degradation is not None
+
     def __getitem__(self, idx):
+        # `(index, position)` pairs come from `InfiniteSampler(with_positions=True)`: the position in
+        # the training stream keys the degradation, so it is the same whichever worker loads the
+        # sample and after an exact resume.
+        position = None
+        if isinstance(idx, (tuple, list)):
+            idx, position = idx
         image = self._load_raw_image(self._raw_idx[idx])
         assert isinstance(image, np.ndarray)
         assert list(image.shape) == self.image_shape
         assert image.dtype == np.uint8
+        if self._degradation is not None:
+            rng = None if position is None else np.random.default_rng([self._degradation.seed, position])
+            degraded, _ = self._degradation(image.transpose(1, 2, 0), rng=rng)  # HWC at the stored resolution
+            degraded = degraded.transpose(2, 0, 1)
+            if self._xflip[idx]:
+                image = image[:, :, ::-1]
+                degraded = degraded[:, :, ::-1]
+            return image.copy(), degraded.copy(), self.get_label(idx)
         if self._xflip[idx]:
             assert image.ndim == 3  # CHW
             image = image[:, :, ::-1]
@@ -283,7 +314,7 @@ class ImageFolderDataset(Dataset):
         path,                   # Path to a folder or a .zip.
         resolution = None,      # Expected resolution; None = whatever the data has.
         validate   = None,      # Check every file when opening? None = only if <= VALIDATE_MAX_FILES files.
-        **super_kwargs,         # Passed on to Dataset: max_size, use_labels, xflip, random_seed.
+        **super_kwargs,         # Passed on to Dataset: max_size, use_labels, xflip, random_seed, degradation.
     ):
         self._path = os.fspath(path)
         self._zipfile = None

@@ -15,7 +15,7 @@ from torch_utils.ops import conv2d_gradfix
 #----------------------------------------------------------------------------
 
 class Loss:
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):  # to be overridden by subclass
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, real_img_degraded=None):  # to be overridden by subclass
         raise NotImplementedError()
 
     def state_dict(self):
@@ -77,7 +77,7 @@ class StyleGAN2Loss(Loss):
             img = self.augment_pipe(img)
         return self.D(img, c)
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, real_img_degraded=None):
         """Run one phase on one round: real_img `[N, C, H, W]` in [-1, 1], real_c/gen_c `[N, c_dim]`,
         gen_z `[N, z_dim]`; gradients are scaled by `gain` (the phase interval)."""
         assert phase in ['Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth']
@@ -154,5 +154,176 @@ class StyleGAN2Loss(Loss):
 
             with torch.autograd.profiler.record_function(name + '_backward'):
                 (real_logits * 0 + loss_Dreal + loss_Dr1).mean().mul(gain).backward()
+
+#----------------------------------------------------------------------------
+
+class QCStyleGAN2Loss(StyleGAN2Loss):
+    """QC-StyleGAN loss: the StyleGAN2 loss in two modes plus feature distillation.
+
+    Sharp mode (q = 0) is judged by `D` against sharp reals, degraded mode (q ~ N(0, I)) by
+    `D_degraded` against degraded reals; both generator images come from the same style-mixed ws.
+    Distillation keeps the sharp-mode conv1 features of the DegradBlock blocks equal to the frozen
+    source generator's (same ws, same noise). Path length regularisation runs in both modes with
+    separate running means. Phases: Gmain, Greg, Dmain, Dreg, D_degradedmain, D_degradedreg
+    (and the *both variants). The mapping network is frozen: w_avg is not updated.
+    """
+    def __init__(self, device, G, D, D_degraded, augment_pipe=None, G_teacher=None, kd_weight=3.0,
+                 degraded_fake_weight=2.0, **kwargs):
+        """
+        Args:
+            D_degraded:           Discriminator for degraded images (same architecture as D).
+            G_teacher:            Frozen source generator for distillation, or None (no distillation).
+            kd_weight:            Weight of the distillation loss (3 in the released code).
+            degraded_fake_weight: Weight of D_degraded's loss on fakes (2 in the released code, 1 in the paper).
+            kwargs:               StyleGAN2Loss options (r1_gamma, pl_weight, style_mixing_prob, ...).
+        """
+        super().__init__(device, G, D, augment_pipe=augment_pipe, **kwargs)
+        assert G.q_dim > 0, 'QCStyleGAN2Loss needs a QC generator (q_dim > 0)'
+        self.D_degraded = D_degraded
+        self.G_teacher = G_teacher
+        self.kd_weight = kd_weight
+        self.degraded_fake_weight = degraded_fake_weight
+        self.pl_degraded_mean = torch.zeros([], device=device)
+
+    def state_dict(self):
+        return dict(super().state_dict(), pl_degraded_mean=self.pl_degraded_mean.detach().cpu().clone())
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.pl_degraded_mean.copy_(state['pl_degraded_mean'].to(self.device))
+
+    def snapshot_extras(self):
+        """Extra networks for snapshot pickles (the reference key name)."""
+        return dict(D_degraded=self.D_degraded)
+
+    def sample_q(self, batch_size):
+        return torch.randn([batch_size, self.G.q_dim], device=self.device)
+
+    def run_G(self, z, c, update_w_avg=False, q=None, return_features=False):
+        """(img, ws[, features]) with style mixing; q None = sharp. The mapping stays frozen."""
+        ws = self.mix_styles(z, c)
+        out = self.G.synthesis(ws, q=q, return_features=return_features)
+        if return_features:
+            return out[0], ws, out[1]
+        return out, ws
+
+    def mix_styles(self, z, c):
+        ws = self.G.mapping(z, c, skip_w_avg_update=True)
+        if self.style_mixing_prob > 0:
+            cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
+            cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob, cutoff, torch.full_like(cutoff, ws.shape[1]))
+            layer_idx = torch.arange(ws.shape[1], device=ws.device).reshape(1, -1, 1)
+            ws = torch.where(layer_idx < cutoff, ws, self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True))
+        return ws
+
+    def teacher_features(self, ws, rng_state):
+        """Conv1 features of the frozen source generator for the same ws and the same noise draws."""
+        devices = [self.device] if self.device.type == 'cuda' else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(rng_state[0])
+            if rng_state[1] is not None:
+                torch.cuda.set_rng_state(rng_state[1], self.device)
+            _img, features = self.G_teacher.synthesis(ws.detach(), return_features=True)
+        return features
+
+    def _rng_state(self):
+        return (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == 'cuda' else None)
+
+    def run_D_degraded(self, img, c):
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.D_degraded(img, c)
+
+    def _path_length(self, gen_img, gen_ws, pl_mean_buffer):
+        pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
+        with conv2d_gradfix.no_weight_gradients():
+            pl_grads = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True, only_inputs=True)[0]
+        pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+        pl_mean = pl_mean_buffer.lerp(pl_lengths.mean(), self.pl_decay)
+        pl_mean_buffer.copy_(pl_mean.detach())
+        return (pl_lengths - pl_mean).square()
+
+    def _r1(self, logits, real_img_tmp):
+        with conv2d_gradfix.no_weight_gradients():
+            r1_grads = torch.autograd.grad(outputs=[logits.sum()], inputs=[real_img_tmp], create_graph=True, only_inputs=True)[0]
+        return r1_grads.square().sum([1, 2, 3])
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, real_img_degraded=None):
+        assert phase in ['Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth', 'D_degradedmain', 'D_degradedreg', 'D_degradedboth']
+        softplus = torch.nn.functional.softplus
+        do_Gmain = (phase in ['Gmain', 'Gboth'])
+        do_Gpl = (phase in ['Greg', 'Gboth']) and (self.pl_weight != 0)
+
+        # Gmain: both modes from the same ws, plus distillation of the sharp-mode features.
+        if do_Gmain:
+            rng_state = self._rng_state()
+            img_sharp, ws, features = self.run_G(gen_z, gen_c, return_features=True)
+            img_degraded = self.G.synthesis(ws, q=self.sample_q(ws.shape[0]))
+            logits_sharp = self.run_D(img_sharp, gen_c)
+            logits_degraded = self.run_D_degraded(img_degraded, gen_c)
+            training_stats.report('Loss/scores/fake', logits_sharp)
+            training_stats.report('Loss/signs/fake', logits_sharp.sign())
+            training_stats.report('Loss/scores/fake_degraded', logits_degraded)
+            loss = softplus(-logits_sharp) + softplus(-logits_degraded)
+            training_stats.report('Loss/G/loss', loss)
+            if self.G_teacher is not None and self.kd_weight != 0:
+                target = self.teacher_features(ws, rng_state)
+                loss_kd = sum(torch.nn.functional.mse_loss(f, t.to(f.dtype)) for f, t in zip(features, target))
+                training_stats.report('Loss/G/kd', loss_kd)
+                loss = loss + self.kd_weight * loss_kd
+            loss.mean().mul(gain).backward()
+
+        # Gpl: path length regularisation in both modes, with separate running means.
+        if do_Gpl:
+            batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+            ws = self.mix_styles(gen_z[:batch_size], gen_c[:batch_size]).detach().requires_grad_(True)  # mapping is frozen
+            img_sharp = self.G.synthesis(ws)
+            pl_sharp = self._path_length(img_sharp, ws, self.pl_mean)
+            img_degraded = self.G.synthesis(ws, q=self.sample_q(batch_size))
+            pl_degraded = self._path_length(img_degraded, ws, self.pl_degraded_mean)
+            training_stats.report('Loss/pl_penalty', pl_sharp)
+            training_stats.report('Loss/pl_penalty_degraded', pl_degraded)
+            loss_Gpl = (pl_sharp + pl_degraded) * self.pl_weight
+            training_stats.report('Loss/G/reg', loss_Gpl)
+            (img_sharp[:, 0, 0, 0] * 0 + img_degraded[:, 0, 0, 0] * 0 + loss_Gpl).mean().mul(gain).backward()
+
+        # Sharp discriminator: q = 0 fakes vs sharp reals; R1 on sharp reals.
+        if phase in ['Dmain', 'Dreg', 'Dboth']:
+            self._discriminator_phase(phase, 'D', self.run_D, real_img, real_c, gen_z, gen_c, gain,
+                                      q=None, fake_weight=1.0, stats_suffix='')
+        # Degraded discriminator: q ~ N(0, I) fakes vs degraded reals; R1 on degraded reals.
+        if phase in ['D_degradedmain', 'D_degradedreg', 'D_degradedboth']:
+            assert real_img_degraded is not None, 'QC training needs degraded reals (a dataset with a degradation preset)'
+            self._discriminator_phase(phase, 'D_degraded', self.run_D_degraded, real_img_degraded, real_c, gen_z, gen_c, gain,
+                                      q=self.sample_q(gen_z.shape[0]), fake_weight=self.degraded_fake_weight, stats_suffix='_degraded')
+
+    def _discriminator_phase(self, phase, prefix, run_D, real_img, real_c, gen_z, gen_c, gain, q, fake_weight, stats_suffix):
+        softplus = torch.nn.functional.softplus
+        do_main = phase in [prefix + 'main', prefix + 'both']
+        do_r1 = phase in [prefix + 'reg', prefix + 'both'] and self.r1_gamma != 0
+        loss_gen = 0
+        if do_main:
+            with torch.no_grad():
+                gen_img, _ws = self.run_G(gen_z, gen_c, q=q)
+            gen_logits = run_D(gen_img, gen_c)
+            training_stats.report(f'Loss/scores/fake{stats_suffix}', gen_logits)
+            loss_gen = softplus(gen_logits) * fake_weight
+            loss_gen.mean().mul(gain).backward()
+        if do_main or do_r1:
+            real_img_tmp = real_img.detach().requires_grad_(do_r1)
+            real_logits = run_D(real_img_tmp, real_c)
+            training_stats.report(f'Loss/scores/real{stats_suffix}', real_logits)
+            training_stats.report(f'Loss/signs/real{stats_suffix}', real_logits.sign())
+            loss_real = 0
+            if do_main:
+                loss_real = softplus(-real_logits)
+                training_stats.report(f'Loss/{prefix}/loss', loss_gen + loss_real)
+            loss_r1 = 0
+            if do_r1:
+                r1_penalty = self._r1(real_logits, real_img_tmp)
+                loss_r1 = r1_penalty * (self.r1_gamma / 2)
+                training_stats.report(f'Loss/r1_penalty{stats_suffix}', r1_penalty)
+                training_stats.report(f'Loss/{prefix}/reg', loss_r1)
+            (real_logits * 0 + loss_real + loss_r1).mean().mul(gain).backward()
 
 #----------------------------------------------------------------------------

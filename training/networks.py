@@ -302,10 +302,14 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1):
+    def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1, split_at=None):
         """x: `[N, in_channels, res/up, res/up]`, w: `[N, w_dim]` -> `[N, out_channels, res, res]`.
 
         noise_mode: 'random' (fresh per call), 'const' (the stored `noise_const`) or 'none'.
+        split_at:   None, or C: return the output channels `[:C]` and `[C:]` as two tensors,
+                    computed as two convolutions. Demodulation, noise, bias and activation act per
+                    output channel, so the first part is bit-identical to a layer with C outputs
+                    (how a QC generator at q = 0 reproduces its source generator exactly).
         """
         if noise_mode not in ['random', 'const', 'none']:
             raise ValueError(f'noise_mode must be "random", "const" or "none", not "{noise_mode}"')
@@ -319,15 +323,19 @@ class SynthesisLayer(torch.nn.Module):
         if self.use_noise and noise_mode == 'const':
             noise = self.noise_const * self.noise_strength
 
+        if split_at is None:
+            return self._conv(x, styles, noise, self.weight, self.bias, fused_modconv, gain)
+        return (self._conv(x, styles, noise, self.weight[:split_at], self.bias[:split_at], fused_modconv, gain),
+                self._conv(x, styles, noise, self.weight[split_at:], self.bias[split_at:], fused_modconv, gain))
+
+    def _conv(self, x, styles, noise, weight, bias, fused_modconv, gain):
         flip_weight = (self.up == 1)  # The transposed convolution used for up=2 flips by itself.
-        x = modulated_conv2d(x=x, weight=self.weight, styles=styles, noise=noise, up=self.up,
+        x = modulated_conv2d(x=x, weight=weight, styles=styles, noise=noise, up=self.up,
                              padding=self.padding, resample_filter=self.resample_filter,
                              flip_weight=flip_weight, fused_modconv=fused_modconv)
-
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        x = bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
-        return x
+        return bias_act.bias_act(x, bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self):
         return f'resolution={self.resolution:d}, up={self.up}, activation={self.activation:s}'
@@ -369,10 +377,16 @@ class SynthesisBlock(torch.nn.Module):
         conv_clamp          = None,         # Clamp the output of convolution layers to +-X, None = disable clamping.
         use_fp16            = False,        # Use FP16 for this block (CUDA only)?
         fp16_channels_last  = False,        # Use channels-last memory format with FP16?
+        q_dim               = 0,            # QC-StyleGAN: quality code size D_q; > 0 adds a DegradBlock here.
+        degrad_width        = 16,           # QC-StyleGAN: width L of each of the D_q feature groups.
+        degrad_layers       = 3,            # QC-StyleGAN: number P of 1x1 convolutions in the projection.
         **layer_kwargs,                     # Arguments for SynthesisLayer.
     ):
         assert architecture in ['orig', 'skip', 'resnet']
         super().__init__()
+        self.out_channels = out_channels
+        self.q_dim = q_dim
+        self.degrad_width = degrad_width
         self.in_channels = in_channels
         self.w_dim = w_dim
         self.resolution = resolution
@@ -393,9 +407,18 @@ class SynthesisBlock(torch.nn.Module):
                 resample_filter=resample_filter, conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
             self.num_conv += 1
 
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
+        # DegradBlock (QC-StyleGAN): conv1 gets D_q * L extra output channels (sharing its style,
+        # demodulation, noise, bias, activation and clamp); their q-weighted sum over the D_q groups
+        # goes through a bias-free 1x1 projection (ReLU between) and is added to the conv1 output.
+        self.conv1 = SynthesisLayer(out_channels, out_channels + q_dim * degrad_width, w_dim=w_dim, resolution=resolution,
             conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
         self.num_conv += 1
+        if q_dim > 0:
+            assert degrad_layers >= 1
+            widths = [degrad_width] + [out_channels] * degrad_layers
+            self.convq = torch.nn.Sequential(*[Conv2dLayer(widths[i], widths[i + 1], kernel_size=1, bias=False,
+                activation=('relu' if i < degrad_layers - 1 else 'linear'), channels_last=self.channels_last)
+                for i in range(degrad_layers)])
 
         if is_last or architecture == 'skip':
             self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim,
@@ -412,9 +435,11 @@ class SynthesisBlock(torch.nn.Module):
             return torch.float16
         return torch.float32
 
-    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, **layer_kwargs):
+    def forward(self, x, img, ws, q=None, force_fp32=False, fused_modconv=None, return_features=False, **layer_kwargs):
         """x: `[N, in_channels, res/2, res/2]` or None, img: `[N, img_channels, res/2, res/2]` or None,
-        ws: `[N, num_conv + num_torgb, w_dim]` -> (x `[N, out_channels, res, res]`, img `[N, img_channels, res, res]`)."""
+        ws: `[N, num_conv + num_torgb, w_dim]`, q: `[N, q_dim]` or None (= zeros: sharp)
+        -> (x `[N, out_channels, res, res]`, img `[N, img_channels, res, res]`), plus the conv1 content
+        features `[N, out_channels, res, res]` (before any DegradBlock residual) if `return_features`."""
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = self.compute_dtype(ws.device, force_fp32)
@@ -432,16 +457,18 @@ class SynthesisBlock(torch.nn.Module):
             x = x.to(dtype=dtype, memory_format=memory_format)
 
         # Main layers.
+        conv1_kwargs = dict(layer_kwargs, fused_modconv=fused_modconv)
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self._conv1(x, next(w_iter), q, conv1_kwargs)
         elif self.architecture == 'resnet':
             y = self.skip(x, gain=np.sqrt(0.5))
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), **layer_kwargs)
-            x = y.add_(x)
+            x = self._conv1(x, next(w_iter), q, dict(conv1_kwargs, gain=np.sqrt(0.5)))
+            x = (y.add_(x[0]), x[1])
         else:
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self._conv1(x, next(w_iter), q, conv1_kwargs)
+        x, features = x
 
         # ToRGB.
         if img is not None:
@@ -454,10 +481,25 @@ class SynthesisBlock(torch.nn.Module):
 
         assert x.dtype == dtype
         assert img is None or img.dtype == torch.float32
+        if return_features:
+            return x, img, features
         return x, img
 
+    def _conv1(self, x, w, q, conv1_kwargs):
+        """conv1, plus the DegradBlock residual for q != None. Returns (output, content features)."""
+        if self.q_dim == 0:
+            x = self.conv1(x, w, **conv1_kwargs)
+            return x, x
+        content, extra = self.conv1(x, w, split_at=self.out_channels, **conv1_kwargs)
+        if q is None:
+            return content, content  # q = 0: the residual is exactly zero
+        N, _, H, W = extra.shape
+        groups = extra.reshape(N, self.q_dim, self.degrad_width, H, W)
+        mixed = (groups * q.to(extra.dtype).reshape(N, self.q_dim, 1, 1, 1)).sum(dim=1)  # [N, L, H, W]
+        return content + self.convq(mixed), content
+
     def extra_repr(self):
-        return f'resolution={self.resolution:d}, architecture={self.architecture:s}'
+        return f'resolution={self.resolution:d}, architecture={self.architecture:s}' + (f', q_dim={self.q_dim}' if self.q_dim else '')
 
 #----------------------------------------------------------------------------
 
@@ -471,11 +513,18 @@ class SynthesisNetwork(torch.nn.Module):
         channel_base    = 32768,    # Overall multiplier for the number of channels.
         channel_max     = 512,      # Maximum number of channels in any layer.
         num_fp16_res    = 0,        # Use FP16 for the N highest resolutions.
+        q_dim           = 0,        # QC-StyleGAN quality code size D_q, 0 = plain StyleGAN2.
+        qc_blocks       = 2,        # QC-StyleGAN: DegradBlocks in the M highest-resolution blocks (also the feature blocks).
         **block_kwargs,             # Arguments for SynthesisBlock.
     ):
         if not (img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0):
             raise ValueError(f'img_resolution must be a power of two >= 4, got {img_resolution}')
+        num_blocks = int(np.log2(img_resolution)) - 1
+        if q_dim > 0 and not 1 <= qc_blocks <= num_blocks:
+            raise ValueError(f'qc_blocks={qc_blocks} does not fit a {img_resolution}x{img_resolution} generator '
+                             f'({num_blocks} blocks); use 1..{num_blocks}')
         super().__init__()
+        self.q_dim = q_dim
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_resolution_log2 = int(np.log2(img_resolution))
@@ -483,6 +532,7 @@ class SynthesisNetwork(torch.nn.Module):
         self.block_resolutions = [2 ** i for i in range(2, self.img_resolution_log2 + 1)]
         channels_dict = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
         fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8)
+        self.feature_resolutions = self.block_resolutions[-max(min(qc_blocks, num_blocks), 1):]
 
         self.num_ws = 0
         for res in self.block_resolutions:
@@ -490,8 +540,9 @@ class SynthesisNetwork(torch.nn.Module):
             out_channels = channels_dict[res]
             use_fp16 = (res >= fp16_resolution)
             is_last = (res == self.img_resolution)
+            block_q_dim = q_dim if res in self.feature_resolutions else 0
             block = SynthesisBlock(in_channels, out_channels, w_dim=w_dim, resolution=res,
-                img_channels=img_channels, is_last=is_last, use_fp16=use_fp16, **block_kwargs)
+                img_channels=img_channels, is_last=is_last, use_fp16=use_fp16, q_dim=block_q_dim, **block_kwargs)
             self.num_ws += block.num_conv
             if is_last:
                 self.num_ws += block.num_torgb
@@ -509,15 +560,38 @@ class SynthesisNetwork(torch.nn.Module):
             w_idx += block.num_conv
         return block_ws
 
-    def forward(self, ws, **block_kwargs):
-        """ws: `[N, num_ws, w_dim]` -> image `[N, img_channels, R, R]` float32.
+    def check_q(self, q, batch_size):
+        """Validate a quality code: None (sharp) or `[N, q_dim]`; all-zero q is the same as None."""
+        if q is None:
+            return None
+        if self.q_dim == 0:
+            if q.numel() != 0 and q.abs().max() != 0:
+                raise ValueError('this generator has no quality code (q_dim=0): pass q=None')
+            return None
+        if q.ndim != 2 or q.shape[1] != self.q_dim or q.shape[0] != batch_size:
+            raise ValueError(f'q must have shape [{batch_size}, {self.q_dim}], got {list(q.shape)}')
+        return q
 
+    def forward(self, ws, q=None, return_features=False, **block_kwargs):
+        """ws: `[N, num_ws, w_dim]`, q: `[N, q_dim]` or None (sharp) -> image `[N, img_channels, R, R]` float32.
+
+        With `return_features`, returns `(img, features)`: the conv1 outputs `[N, C, r, r]` of the
+        `feature_resolutions` blocks (low to high resolution), before any DegradBlock residual;
+        QC-StyleGAN distils these from the source generator.
         block_kwargs: noise_mode ('random'|'const'|'none'), force_fp32, fused_modconv.
         """
+        q = self.check_q(q, ws.shape[0])
         x = img = None
+        features = []
         for res, cur_ws in zip(self.block_resolutions, self.split_ws(ws)):
             block = getattr(self, f'b{res}')
-            x, img = block(x, img, cur_ws, **block_kwargs)
+            want = return_features and res in self.feature_resolutions
+            out = block(x, img, cur_ws, q=q if block.q_dim else None, return_features=want, **block_kwargs)
+            x, img = out[:2]
+            if want:
+                features.append(out[2])
+        if return_features:
+            return img, features
         return img
 
     def extra_repr(self):
@@ -536,25 +610,27 @@ class Generator(torch.nn.Module):
         img_channels,               # Number of output color channels.
         mapping_kwargs      = {},   # Arguments for MappingNetwork.
         synthesis_kwargs    = {},   # Arguments for SynthesisNetwork.
+        q_dim               = 0,    # QC-StyleGAN quality code size D_q (16 in the released models), 0 = plain StyleGAN2.
     ):
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim
+        self.q_dim = q_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, q_dim=q_dim, **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, **synthesis_kwargs):
-        """z: `[N, z_dim]`, c: `[N, c_dim]` (ignored if c_dim == 0) -> image `[N, img_channels, R, R]`.
+    def forward(self, z, c, q=None, truncation_psi=1, truncation_cutoff=None, **synthesis_kwargs):
+        """z: `[N, z_dim]`, c: `[N, c_dim]` (ignored if c_dim == 0), q: `[N, q_dim]` or None (sharp)
+        -> image `[N, img_channels, R, R]`.
 
-        synthesis_kwargs: noise_mode ('random'|'const'|'none'), force_fp32, fused_modconv.
+        synthesis_kwargs: noise_mode ('random'|'const'|'none'), force_fp32, fused_modconv, return_features.
         """
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        img = self.synthesis(ws, **synthesis_kwargs)
-        return img
+        return self.synthesis(ws, q=q, **synthesis_kwargs)
 
 #----------------------------------------------------------------------------
 

@@ -44,7 +44,10 @@ class SnapshotWriteError(OSError):
 #----------------------------------------------------------------------------
 
 def setup_snapshot_image_grid(training_set, random_seed=0, grid_size=None):
-    """Pick images for `reals.png`: one label per row for labelled data. Returns ((gw, gh), images, labels)."""
+    """Pick images for `reals.png`: one label per row for labelled data.
+
+    Returns ((gw, gh), images, labels, degraded images or None), images as uint8 `[N, C, H, W]`.
+    """
     rnd = np.random.RandomState(random_seed)
     if grid_size is None:
         gw = np.clip(7680 // training_set.image_shape[2], 7, 32)
@@ -72,8 +75,11 @@ def setup_snapshot_image_grid(training_set, random_seed=0, grid_size=None):
             grid_indices += [indices[x % len(indices)] for x in range(gw)]
             label_groups[label] = [indices[(i + gw) % len(indices)] for i in range(len(indices))]
 
-    images, labels = zip(*[training_set[i] for i in grid_indices])
-    return (gw, gh), np.stack(images), np.stack(labels)
+    items = [training_set[i] for i in grid_indices]
+    images = np.stack([item[0] for item in items])
+    labels = np.stack([item[-1] for item in items])
+    degraded = np.stack([item[1] for item in items]) if len(items[0]) == 3 else None
+    return (gw, gh), images, labels, degraded
 
 def save_float_grid(img, path, grid_size, drange):
     """Images `[N, C, H, W]` -> PNG grid (atomic)."""
@@ -213,6 +219,7 @@ def training_loop(
     max_steps               = None,     # Stop after this many iterations (for tests and benchmarks).
     log_fn                  = print,    # Where rank 0 prints tick lines.
     training_options        = None,     # JSON-able options of the whole run, stored in checkpoints for exact resume.
+    qc_kwargs               = None,     # QC-StyleGAN fine-tuning options (see train.py --qc), None = plain StyleGAN2.
 ):
     """Train G and D; returns an EasyDict with the final counters and paths (rank 0)."""
     # Initialize.
@@ -235,8 +242,8 @@ def training_loop(
     training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
     checkpoint = load_checkpoint(resume_checkpoint) if resume_checkpoint is not None else None
     start_nimg = int(checkpoint['cur_nimg']) if checkpoint is not None else 0
-    training_set_sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus,
-                                                seed=random_seed, start_idx=start_nimg)
+    training_set_sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed,
+                                                start_idx=start_nimg, with_positions=getattr(training_set, 'has_degradation', False))
     training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=training_set_sampler,
                                                              batch_size=batch_size // num_gpus, **data_loader_kwargs))
     log(f'Num images: {len(training_set)}, image shape: {training_set.image_shape}, label shape: {training_set.label_shape}')
@@ -244,17 +251,35 @@ def training_loop(
     # Construct networks.
     log('Constructing networks...')
     common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
-    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
-    D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
-    G_ema = copy.deepcopy(G).eval()
-
-    # Resume weights from a network file (rank 0; broadcast below).
-    if resume_pkl is not None and checkpoint is None and rank == 0:
-        log(f'Resuming from "{resume_pkl}"')
-        resume_data = legacy.load_network(resume_pkl)
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            if resume_data.get(name) is not None:
-                misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+    D_degraded = None
+    G_teacher = None
+    if qc_kwargs is not None:
+        G, D, G_ema, D_degraded, G_teacher = _setup_qc_networks(qc_kwargs, checkpoint, resume_pkl, common_kwargs, rank, num_gpus, random_seed, log)
+    elif checkpoint is not None and checkpoint.get('arch') is not None:
+        G, D = [_build_from_arch(checkpoint['arch'][name]) for name in ['G', 'D']]
+    else:
+        G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs)
+        D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs)
+    if qc_kwargs is None:
+        G_ema = copy.deepcopy(G)
+        # Resume weights from a network file (rank 0; broadcast below).
+        if resume_pkl is not None and checkpoint is None and rank == 0:
+            log(f'Resuming from "{resume_pkl}"')
+            resume_data = legacy.load_network(resume_pkl)
+            for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+                if resume_data.get(name) is not None:
+                    misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+    G = G.train().requires_grad_(False).to(device)
+    D = D.train().requires_grad_(False).to(device)
+    G_ema = G_ema.eval().requires_grad_(False).to(device)
+    if D_degraded is not None:
+        D_degraded = D_degraded.train().requires_grad_(False).to(device)
+    if G_teacher is not None:
+        G_teacher = G_teacher.eval().requires_grad_(False).to(device)
+    if G.img_resolution != training_set.resolution or G.img_channels != training_set.num_channels:
+        raise ValueError(f'the network makes {G.img_channels}-channel {G.img_resolution}x{G.img_resolution} images but the '
+                         f'dataset has {training_set.num_channels}-channel {training_set.resolution}x{training_set.resolution} ones; '
+                         f'rebuild the dataset with dataset_tool.py --resolution {G.img_resolution}')
 
     # Set up the augmentation pipe.
     augment_pipe = None
@@ -267,23 +292,27 @@ def training_loop(
 
     # Set up the loss and the phases.
     log('Setting up training phases...')
-    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
+    extra_loss_kwargs = dict(D_degraded=D_degraded, G_teacher=G_teacher) if qc_kwargs is not None else {}
+    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **extra_loss_kwargs, **loss_kwargs)
+    G_trainable = list(G.parameters())
+    if qc_kwargs is not None:
+        G_trainable = _qc_trainable_parameters(G, qc_kwargs.get('train_blocks', 3))
+    trained = [('G', G, G_trainable, G_opt_kwargs, G_reg_interval), ('D', D, list(D.parameters()), D_opt_kwargs, D_reg_interval)]
+    if D_degraded is not None:
+        trained += [('D_degraded', D_degraded, list(D_degraded.parameters()), D_opt_kwargs, D_reg_interval)]
     phases = []
-    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
-        trainable = [p for p in module.parameters()]
-        if hasattr(module, 'trainable_parameters'):
-            trainable = module.trainable_parameters()
+    for name, module, params, opt_kwargs, reg_interval in trained:
         if reg_interval is None:
-            opt = dnnlib.util.construct_class_by_name(trainable, **opt_kwargs)
-            phases += [dnnlib.EasyDict(name=name + 'both', module=module, opt=opt, interval=1)]
+            opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
+            phases += [dnnlib.EasyDict(name=name + 'both', network=name, module=module, opt=opt, interval=1)]
         else:  # Lazy regularization: compensate the optimizer for the smaller share of main steps.
             mb_ratio = reg_interval / (reg_interval + 1)
             opt_kwargs = dnnlib.EasyDict(opt_kwargs)
             opt_kwargs.lr = opt_kwargs.lr * mb_ratio
             opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
-            opt = dnnlib.util.construct_class_by_name(trainable, **opt_kwargs)
-            phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
-            phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
+            opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
+            phases += [dnnlib.EasyDict(name=name + 'main', network=name, module=module, opt=opt, interval=1)]
+            phases += [dnnlib.EasyDict(name=name + 'reg', network=name, module=module, opt=opt, interval=reg_interval)]
     for phase in phases:
         phase.params = [p for group in phase.opt.param_groups for p in group['params']]
 
@@ -293,12 +322,13 @@ def training_loop(
     batch_idx = 0
     if checkpoint is not None:
         log(f'Resuming exactly from "{resume_checkpoint}" at kimg {checkpoint["cur_nimg"] / 1000:.1f}')
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            module.load_state_dict(checkpoint['state'][name])
+        for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('D_degraded', D_degraded), ('G_teacher', G_teacher)]:
+            if module is not None:
+                module.load_state_dict(checkpoint['state'][name])
         if augment_pipe is not None and checkpoint['state'].get('augment_pipe') is not None:
             augment_pipe.load_state_dict(checkpoint['state']['augment_pipe'])
         for phase in phases:
-            phase.opt.load_state_dict(checkpoint['optimizers'][phase.name[0]])
+            phase.opt.load_state_dict(checkpoint['optimizers'][phase.network])
         loss.load_state_dict(checkpoint['loss'])
         cur_nimg = int(checkpoint['cur_nimg'])
         cur_tick = int(checkpoint['cur_tick'])
@@ -308,7 +338,7 @@ def training_loop(
         _set_rng_state(checkpoint['rng'][rank] if rank < len(checkpoint['rng']) else checkpoint['rng'][0], device)
 
     # Every rank starts from rank 0's weights.
-    for module in [G, D, G_ema, augment_pipe]:
+    for module in [G, D, G_ema, augment_pipe, D_degraded, G_teacher]:
         _broadcast_module(module, num_gpus)
 
     # Print network summaries.
@@ -325,16 +355,20 @@ def training_loop(
     grid_size = None
     grid_z = None
     grid_c = None
+    grid_q = None
     if rank == 0:
         log('Exporting sample images...')
-        grid_size, images, labels = setup_snapshot_image_grid(training_set=training_set, random_seed=random_seed, grid_size=image_grid_size)
+        grid_size, images, labels, degraded = setup_snapshot_image_grid(training_set=training_set, random_seed=random_seed, grid_size=image_grid_size)
         save_float_grid(images, os.path.join(run_dir, 'reals.png'), grid_size, drange=[0, 255])
+        if degraded is not None:
+            save_float_grid(degraded, os.path.join(run_dir, 'reals_degraded.png'), grid_size, drange=[0, 255])
         gen = torch.Generator().manual_seed(random_seed)  # Fixed grid latents, independent of the training RNG.
         grid_z = torch.randn([labels.shape[0], G.z_dim], generator=gen).to(device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
+        if getattr(G, 'q_dim', 0) > 0:
+            grid_q = torch.randn([labels.shape[0], G.q_dim], generator=gen).to(device).split(batch_gpu)
         if checkpoint is None:
-            images = _render_grid(G_ema, grid_z, grid_c)
-            save_float_grid(images, os.path.join(run_dir, 'fakes_init.png'), grid_size, drange=[-1, 1])
+            _save_fakes(G_ema, grid_z, grid_c, grid_q, grid_size, run_dir, 'init')
 
     # Initialize logs.
     log('Initializing logs...')
@@ -365,8 +399,12 @@ def training_loop(
     while not done:
         # Fetch training data.
         with torch.autograd.profiler.record_function('data_fetch'):
-            phase_real_img, phase_real_c = next(training_set_iterator)
+            batch = next(training_set_iterator)
+            phase_real_img, phase_real_c = batch[0], batch[-1]
             phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+            phase_real_deg = [None] * len(phase_real_img)
+            if len(batch) == 3:  # (sharp, degraded, label) from a dataset with a degradation preset
+                phase_real_deg = (batch[1].to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
             phase_real_c = phase_real_c.to(device).split(batch_gpu)
             all_gen_z = torch.randn([len(phases) * (batch_size // num_gpus), G.z_dim], device=device)
             all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(batch_size // num_gpus)]
@@ -379,10 +417,13 @@ def training_loop(
             if batch_idx % phase.interval != 0:
                 continue
             phase.opt.zero_grad(set_to_none=True)
-            phase.module.requires_grad_(True)
-            for real_img, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c):
-                loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c, gain=phase.interval)
-            phase.module.requires_grad_(False)
+            for p in phase.params:  # only what this phase trains (QC keeps the mapping and early blocks frozen)
+                p.requires_grad_(True)
+            for real_img, real_deg, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_deg, phase_real_c, phase_gen_z, phase_gen_c):
+                loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
+                                          gain=phase.interval, real_img_degraded=real_deg)
+            for p in phase.params:
+                p.requires_grad_(False)
             with torch.autograd.profiler.record_function(phase.name + '_opt'):
                 _average_gradients(phase.params, num_gpus)
                 phase.opt.step()
@@ -434,7 +475,7 @@ def training_loop(
         log(' '.join(fields))
 
         # Stop on non-finite weights before anything is written from them.
-        if not _all_finite([G, D, G_ema]):
+        if not _all_finite([m for m in [G, D, G_ema, D_degraded] if m is not None]):
             message = (f'Training diverged at kimg {cur_nimg / 1000:.1f}: non-finite values in the network weights. '
                        f'No snapshot was written from them; the last good one is {result.snapshot_pkl or "none"}. '
                        f'Try a larger --gamma, a smaller learning rate, or --fp32.')
@@ -450,8 +491,7 @@ def training_loop(
 
         # Save image snapshot.
         if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
-            images = _render_grid(G_ema, grid_z, grid_c)
-            save_float_grid(images, os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png'), grid_size, drange=[-1, 1])
+            _save_fakes(G_ema, grid_z, grid_c, grid_q, grid_size, run_dir, f'{cur_nimg // 1000:06d}')
 
         # Save network snapshot and the exact-resume checkpoint.
         if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
@@ -469,8 +509,9 @@ def training_loop(
                 _write_atomic(lambda path: legacy.save_network_pkl(snapshot_data, path), snapshot_pkl, 'network snapshot')
                 ckpt = dict(format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION,
                     state={name: (module.state_dict() if module is not None else None) for name, module in
-                           [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]},
-                    optimizers={phase.name[0]: phase.opt.state_dict() for phase in phases if phase.name.endswith(('main', 'both'))},
+                           [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe), ('D_degraded', D_degraded), ('G_teacher', G_teacher)]},
+                    arch={name: _arch_of(module) for name, module in [('G', G), ('D', D), ('D_degraded', D_degraded), ('G_teacher', G_teacher)] if module is not None},
+                    optimizers={phase.network: phase.opt.state_dict() for phase in phases if phase.name.endswith(('main', 'both'))},
                     loss=loss.state_dict(), cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx,
                     ada_pending=ada_pending, rng=rng_states, snapshot_pkl=snapshot_pkl,
                     training_options_json=json.dumps(training_options, default=str) if training_options is not None else None)
@@ -486,13 +527,22 @@ def training_loop(
             if len(metrics) > 0:
                 from metrics import metric_main
                 log('Evaluating metrics...')
+                # QC generators: q = 0 fakes against sharp reals, and q ~ N(0, I) fakes against degraded reals.
+                sharp_kwargs = {k: v for k, v in training_set_kwargs.items() if k != 'degradation'}
+                modes = [(None, sharp_kwargs)]
+                if qc_kwargs is not None:
+                    modes = [('sharp', sharp_kwargs), ('degraded', dict(training_set_kwargs))]
                 for metric in metrics:
-                    with _preserve_rng(device):
-                        metric_result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
-                                                                num_gpus=num_gpus, rank=rank, device=device)
-                    if rank == 0:
-                        metric_main.report_metric(metric_result, run_dir=run_dir, snapshot_pkl=result.snapshot_pkl)
-                    stats_metrics.update(metric_result.results)
+                    for q_mode, dataset_kwargs in modes:
+                        with _preserve_rng(device):
+                            metric_result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=dataset_kwargs,
+                                                                    num_gpus=num_gpus, rank=rank, device=device, q_mode=q_mode)
+                        if q_mode == 'degraded':
+                            metric_result.metric = f'{metric}_degraded'
+                            metric_result.results = dnnlib.EasyDict({f'{k}_degraded': v for k, v in metric_result.results.items()})
+                        if rank == 0:
+                            metric_main.report_metric(metric_result, run_dir=run_dir, snapshot_pkl=result.snapshot_pkl)
+                        stats_metrics.update(metric_result.results)
 
         # Collect statistics.
         stats_collector.update()
@@ -535,7 +585,65 @@ def training_loop(
 #----------------------------------------------------------------------------
 
 @torch.no_grad()
-def _render_grid(G_ema, grid_z, grid_c):
-    return torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)])
+def _render_grid(G_ema, grid_z, grid_c, grid_q=None):
+    grid_q = grid_q if grid_q is not None else [None] * len(grid_z)
+    return torch.cat([G_ema(z=z, c=c, q=q, noise_mode='const').cpu() for z, c, q in zip(grid_z, grid_c, grid_q)])
+
+def _save_fakes(G_ema, grid_z, grid_c, grid_q, grid_size, run_dir, tag):
+    """`fakes{tag}.png` (sharp) and, for QC generators, `fakes_degraded{tag}.png` from the same z."""
+    sep = '_' if tag == 'init' else ''
+    save_float_grid(_render_grid(G_ema, grid_z, grid_c), os.path.join(run_dir, f'fakes{sep}{tag}.png'), grid_size, drange=[-1, 1])
+    if grid_q is not None:
+        save_float_grid(_render_grid(G_ema, grid_z, grid_c, grid_q), os.path.join(run_dir, f'fakes_degraded{sep}{tag}.png'),
+                        grid_size, drange=[-1, 1])
+
+#----------------------------------------------------------------------------
+# Helpers for QC-StyleGAN fine-tuning and for rebuilding networks on exact resume.
+
+def _arch_of(module):
+    """JSON description (class path + constructor kwargs) that rebuilds `module` without the file's code."""
+    return json.dumps(dict(class_name=legacy._class_path(module), init_args=list(module.init_args),
+                           init_kwargs=dict(module.init_kwargs)), default=legacy._json_default)
+
+def _build_from_arch(arch):
+    arch = json.loads(arch)
+    cls = legacy._resolve_class(arch['class_name'].rsplit('.', 1)[-1], arch['init_args'], arch['init_kwargs'])
+    return cls(*arch['init_args'], **arch['init_kwargs'])
+
+def _qc_trainable_parameters(G, train_blocks):
+    """Parameters of the last `train_blocks` synthesis blocks; everything else stays frozen."""
+    resolutions = G.synthesis.block_resolutions[-train_blocks:]
+    prefixes = tuple(f'synthesis.b{res}.' for res in resolutions)
+    return [p for name, p in G.named_parameters() if name.startswith(prefixes)]
+
+def _setup_qc_networks(qc_kwargs, checkpoint, resume_pkl, common_kwargs, rank, num_gpus, random_seed, log):
+    """(G, D, G_ema, D_degraded, G_teacher) for QC fine-tuning, from a checkpoint or a network file."""
+    if checkpoint is not None:
+        nets = {name: _build_from_arch(arch) for name, arch in checkpoint['arch'].items()}
+        return nets['G'], nets['D'], copy.deepcopy(nets['G']), nets['D_degraded'], nets.get('G_teacher')
+    if resume_pkl is None:
+        raise ValueError('QC-StyleGAN fine-tunes a pretrained StyleGAN2 network: pass --resume (a network pickle, URL or zoo name)')
+    # Every rank builds the same networks (rank 0 first, so only it downloads); weights are broadcast later.
+    if num_gpus > 1 and rank != 0:
+        torch.distributed.barrier()
+    log(f'Loading "{resume_pkl}" for QC fine-tuning')
+    data = legacy.load_qc_network(resume_pkl, q_dim=qc_kwargs.get('q_dim', 16), qc_blocks=qc_kwargs.get('qc_blocks', 2),
+                                  degrad_width=qc_kwargs.get('degrad_width', 16), degrad_layers=qc_kwargs.get('degrad_layers', 3),
+                                  seed=random_seed)
+    if num_gpus > 1 and rank == 0:
+        torch.distributed.barrier()
+    teacher = data.get('G_teacher')
+    if qc_kwargs.get('teacher') is not None:
+        teacher = legacy.load_network(qc_kwargs['teacher'])['G_ema']
+        if getattr(teacher, 'q_dim', 0) > 0:
+            teacher = legacy.extract_stock_generator(teacher)
+    if teacher is None:
+        log('No teacher given: distilling from the sharp part of the resumed QC generator (pass --teacher for the original one)')
+        teacher = legacy.extract_stock_generator(data['G_ema'])
+    G = data['G']
+    if G.c_dim != common_kwargs['c_dim']:
+        raise ValueError(f'the network has c_dim={G.c_dim} but the dataset labels give {common_kwargs["c_dim"]}; '
+                         f'use --cond to match the network')
+    return G, data['D'], data['G_ema'], data['D_degraded'], teacher
 
 #----------------------------------------------------------------------------
