@@ -143,3 +143,15 @@ def test_qc_metrics_in_both_modes(faces16, stock16, tmp_path, monkeypatch):
     degraded = json.loads(open(tmp_path / 'm' / 'metric-fid100_full_degraded.jsonl').readline())
     assert np.isfinite(sharp['results']['fid100_full']) and np.isfinite(degraded['results']['fid100_full_degraded'])
     assert sharp['results']['fid100_full'] != degraded['results']['fid100_full_degraded']
+
+@pytest.mark.slow
+def test_qc_two_process_gloo_run(faces16, stock16, tmp_path):
+    """`train.py --qc --gpus 2 --device cpu`: both ranks build the QC networks, the snapshot's
+    consistency check covers G, D and D_degraded."""
+    args = qc_args(faces16, stock16, tmp_path / 'ddp', num_gpus=2, max_steps=2, network_snapshot_ticks=1, image_snapshot_ticks=None)
+    args.device_type = 'cpu'
+    torch.multiprocessing.spawn(train.subprocess_fn, args=(args, str(tmp_path)), nprocs=2)
+    snaps = [n for n in os.listdir(tmp_path / 'ddp') if n.startswith('network-snapshot-')]
+    assert snaps
+    with open(tmp_path / 'ddp' / snaps[-1], 'rb') as f:
+        assert legacy.is_qc_network(legacy.load_network_pkl(f))
