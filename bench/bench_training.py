@@ -11,6 +11,8 @@ Examples:
   python bench/bench_training.py --device cuda --cfgs tiny,paper256 --steps 20 --json out/bench_training.json
 """
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -55,7 +57,8 @@ def bench_cfg(cfg, device, steps, batch, data_dir):
     args.image_grid_size = [2, 2]
     lines = []
     training_stats.reset()
-    training_loop.training_loop(device=device, max_steps=steps + 1, log_fn=lambda *a, **k: lines.append(' '.join(map(str, a))), **args)
+    with contextlib.redirect_stdout(io.StringIO()):  # network summaries
+        training_loop.training_loop(device=device, max_steps=steps + 1, log_fn=lambda *a, **k: lines.append(' '.join(map(str, a))), **args)
     sec_per_kimg = [float(m.group(1)) for m in (re.search(r'sec/kimg (\S+)', line) for line in lines) if m]
     timed = sec_per_kimg[1:] if len(sec_per_kimg) > 1 else sec_per_kimg
     return dnnlib.EasyDict(cfg=cfg, resolution=resolution, batch=args.batch_size, device=str(device), steps=len(timed),
