@@ -21,7 +21,6 @@ Quick variants: fid10k_full, fid1k_full, fid100_full, kid10k_full, is10k, pr10k3
 import copy
 import os
 import sys
-import tempfile
 
 import click
 import numpy as np
@@ -32,6 +31,7 @@ import legacy
 from metrics import metric_main
 from metrics import metric_utils
 from torch_utils import custom_ops
+from torch_utils import distributed
 from torch_utils import image_utils
 from torch_utils import training_stats
 
@@ -43,16 +43,6 @@ class UserError(Exception):
 _USER_ERRORS = (UserError, legacy.NetworkLoadError, dnnlib.DownloadError, FileNotFoundError, ValueError)
 
 #----------------------------------------------------------------------------
-
-def _init_distributed(rank, num_gpus, device_type, temp_dir):
-    backend = 'nccl' if device_type == 'cuda' else 'gloo'
-    init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
-    if os.name == 'nt':
-        init_method = 'file:///' + init_file.replace('\\', '/')
-    else:
-        init_method = f'file://{init_file}'
-    torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=num_gpus)
-
 
 def subprocess_fn(rank, args, temp_dir):
     """Evaluate every requested metric in one process (rank)."""
@@ -68,7 +58,7 @@ def subprocess_fn(rank, args, temp_dir):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
 
     if args.num_gpus > 1:
-        _init_distributed(rank, args.num_gpus, args.device_type, temp_dir)
+        distributed.init_process_group(rank, args.num_gpus, args.device_type, temp_dir)
     training_stats.init_multiprocessing(rank=rank, sync_device=(device if args.num_gpus > 1 else None))
     if rank != 0 or not args.verbose:
         custom_ops.verbosity = 'none'
@@ -95,11 +85,7 @@ def subprocess_fn(rank, args, temp_dir):
     except _USER_ERRORS as err:
         if args.num_gpus > 1:
             print(f'Error: {err}', file=sys.stderr)
-            try:
-                with open(os.path.join(temp_dir, f'error-rank{rank}.txt'), 'w', encoding='utf-8') as f:
-                    f.write(str(err))
-            except OSError:
-                pass
+            distributed.report_error(temp_dir, rank, err)
             sys.exit(1)
         raise UserError(str(err)) from err
     finally:
@@ -225,35 +211,10 @@ def calc_metrics(network_spec, metrics, data, mirror, gpus, device, detector_inc
 
     if verbose:
         print('Launching processes...')
-    torch.multiprocessing.set_start_method('spawn', force=True)
-    with tempfile.TemporaryDirectory() as temp_dir:
-        try:
-            if args.num_gpus == 1:
-                subprocess_fn(rank=0, args=args, temp_dir=temp_dir)
-            else:
-                torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
-        except UserError as err:
-            raise click.ClickException(str(err))
-        except torch.multiprocessing.ProcessExitedException as err:
-            reported = _reported_error(temp_dir)
-            if reported is not None:
-                raise click.ClickException(reported)
-            raise click.ClickException(f'a metric process failed ({err}); the other processes were stopped')
-        except torch.multiprocessing.ProcessRaisedException as err:
-            lines = [line for line in str(err).strip().splitlines() if line.strip()]
-            raise click.ClickException(f'a metric process failed: {lines[-1] if lines else err}')
-
-
-def _reported_error(temp_dir):
-    """The one-line error a failed process left behind (lowest rank first), or None."""
-    names = sorted(n for n in os.listdir(temp_dir) if n.startswith('error-rank'))
-    for name in names:
-        try:
-            with open(os.path.join(temp_dir, name), encoding='utf-8') as f:
-                return f.read().strip()
-        except OSError:
-            continue
-    return None
+    try:
+        distributed.launch(subprocess_fn, args, args.num_gpus)
+    except (UserError, distributed.LaunchError) as err:
+        raise click.ClickException(str(err))
 
 #----------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 import click
 import torch
@@ -29,6 +28,7 @@ import torch
 import dnnlib
 import legacy
 from torch_utils import custom_ops
+from torch_utils import distributed
 from torch_utils import image_utils
 from torch_utils import training_stats
 
@@ -325,14 +325,7 @@ def setup_training_loop_kwargs(
 
 #----------------------------------------------------------------------------
 
-def _init_distributed(rank, num_gpus, device_type, init_method):
-    backend = 'nccl' if device_type == 'cuda' else 'gloo'
-    if init_method is None:
-        torch.distributed.init_process_group(backend=backend)  # torchrun: env://
-    else:
-        torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=num_gpus)
-
-def subprocess_fn(rank, args, temp_dir, local_rank=None, torchrun=False):
+def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
     """Run the training loop in one process (rank) with logging and distributed setup."""
     from training import training_loop
     from training.dataset import DatasetError
@@ -340,17 +333,9 @@ def subprocess_fn(rank, args, temp_dir, local_rank=None, torchrun=False):
         local_rank = rank
     dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True)
 
-    if args.device_type == 'cuda':
-        device = torch.device('cuda', local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device('cpu')
-        if args.num_gpus > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(args.num_gpus, 1)))
-
+    device = distributed.process_device(args.device_type, local_rank, args.num_gpus)
     if args.num_gpus > 1 and not torchrun:
-        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
-        _init_distributed(rank, args.num_gpus, args.device_type, f'file://{init_file}')
+        distributed.init_process_group(rank, args.num_gpus, args.device_type, temp_dir)
     sync_device = device if args.num_gpus > 1 else None
     training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
     if rank != 0:
@@ -363,6 +348,7 @@ def subprocess_fn(rank, args, temp_dir, local_rank=None, torchrun=False):
             dnnlib.DownloadError, DatasetError) as err:
         print(f'Error: {err}', file=sys.stderr)
         if args.num_gpus > 1 or torchrun:
+            distributed.report_error(temp_dir, rank, err)
             sys.exit(1)
         raise UserError(str(err)) from err
     finally:
@@ -490,7 +476,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
 def main(ctx, outdir, dry_run, **config_kwargs):
     from training import training_loop
-    torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and 'LOCAL_RANK' in os.environ
+    torchrun = distributed.started_by_torchrun()
     explicit = {name for name in config_kwargs if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     if torchrun:
         world_size = int(os.environ['WORLD_SIZE'])
@@ -527,30 +513,17 @@ def main(ctx, outdir, dry_run, **config_kwargs):
         json.dump(args, f, indent=2)
 
     print('Launching processes...')
-    torch.multiprocessing.set_start_method('spawn', force=True)
-    with tempfile.TemporaryDirectory() as temp_dir:
-        try:
-            if args.num_gpus == 1:
-                subprocess_fn(rank=0, args=args, temp_dir=temp_dir)
-            else:
-                torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
-        except UserError as err:
-            raise click.ClickException(str(err))
-        except torch.multiprocessing.ProcessExitedException as err:
-            raise click.ClickException(f'a training process failed ({err}); the other processes were stopped. '
-                                       f'See {os.path.join(args.run_dir, "log.txt")}')
-        except torch.multiprocessing.ProcessRaisedException as err:
-            last = [line for line in str(err).strip().splitlines() if line.strip()][-1]
-            raise click.ClickException(f'a training process failed: {last}; the other processes were stopped. '
-                                       f'See {os.path.join(args.run_dir, "log.txt")}')
+    try:
+        distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
+    except (UserError, distributed.LaunchError) as err:
+        raise click.ClickException(str(err))
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process already exists; rank 0 picks the run directory."""
-    rank = int(os.environ['RANK'])
-    local_rank = int(os.environ['LOCAL_RANK'])
+    rank, local_rank, _world_size = distributed.torchrun_ranks()
     if args.device_type == 'cuda':
         torch.cuda.set_device(local_rank)
-    _init_distributed(rank, args.num_gpus, args.device_type, None)
+    distributed.init_process_group(rank, args.num_gpus, args.device_type)
     holder = [None]
     if rank == 0:
         holder[0] = next_run_dir(outdir, desc)
