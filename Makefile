@@ -16,14 +16,21 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Main job: build the embedded face dataset, train the tiny config on CPU, fine-tune it into a
-# QC-StyleGAN, then render sharp | degraded pairs from the final snapshot (about 11 minutes on 2 cores).
+# Main job: build the embedded face dataset (4 faces held out), train the tiny config on CPU,
+# fine-tune it into a QC-StyleGAN, render sharp | degraded pairs, then restore a degraded held-out
+# face with the trained networks (about 10 minutes on 2 cores). See README.md.
 demo: venv
-	$(PY) dataset_tool.py --source builtin:lfw-faces --dest out/data/lfw32.zip --resolution 32
+	$(PY) dataset_tool.py --source builtin:lfw-faces --dest out/data/lfw32.zip --resolution 32 --max-images 96
+	rm -rf out/data/heldout
+	$(PY) dataset_tool.py --source builtin:lfw-faces --dest out/data/heldout --resolution 32 --skip-images 96
 	$(PY) train.py --outdir out/runs --data out/data/lfw32.zip --cfg tiny --kimg 20 --snap 4 --device cpu --workers 1
 	$(PY) train.py --outdir out/runs --data out/data/lfw32.zip --cfg tiny --kimg 2 --snap 1 --device cpu --workers 1 \
 		--qc --resume "$$(ls -t out/runs/*-tiny-kimg20/network-snapshot-*.pkl | head -n 1)"
 	$(PY) generate.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --seeds 0-15 --grid --outdir out/demo --device cpu
+	$(PY) invert.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --method qc \
+		--target out/data/heldout/00000/img00000000.png --ground-truth out/data/heldout/00000/img00000000.png \
+		--synthesize-degradation --degradation sr:2+denoise:S --steps 100,100 --lpips-backbone random \
+		--outdir out/demo/restore --device cpu
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -245,7 +245,8 @@ def _progress(total):
         return None
     return tqdm(total=total, unit='img', file=sys.stderr, disable=None, leave=False)
 
-def convert_dataset(source, dest, max_images=None, resolution=None, transform=None, resize_filter='lanczos', channels=None):
+def convert_dataset(source, dest, max_images=None, resolution=None, transform=None, resize_filter='lanczos', channels=None,
+                    skip_images=0):
     """Convert `source` into `dest` (see the module docstring); returns a summary EasyDict.
 
     Raises `click.ClickException` with a one-line message for every user error.
@@ -273,6 +274,10 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
     try:
         if not src.items:
             raise click.ClickException(f'No image files found in --source "{source}"')
+        if skip_images:
+            if skip_images >= len(src.items):
+                raise click.ClickException(f'--skip-images {skip_images} skips all {len(src.items)} source images')
+            src.items = src.items[skip_images:]
         if resolution is None:
             resolution = src.defaults.get('resolution')
         if channels is None:
@@ -342,14 +347,15 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
 @click.option('--source', help='Folder or .zip of images, or builtin:lfw-faces', required=True, metavar='PATH')
 @click.option('--dest', help='Output .zip or (empty/new) folder', required=True, metavar='PATH')
 @click.option('--max-images', type=click.IntRange(min=1), help='Write at most this many images')
+@click.option('--skip-images', type=click.IntRange(min=0), default=0, help='Skip the first N source images (e.g. to hold them out)')
 @click.option('--resolution', type=int, help='Output resolution (power of two) [default: the data\'s own; 32 for builtin:lfw-faces]')
 @click.option('--transform', type=click.Choice(['center-crop', 'center-crop-wide']),
               help='center-crop: largest centred square; center-crop-wide: fit the width, letterbox on black (narrower images are dropped)')
 @click.option('--resize-filter', type=click.Choice(['box', 'lanczos']), default='lanczos', show_default=True,
               help='Resampling filter (box reproduces the paper\'s FFHQ-256 FIDs)')
 @click.option('--channels', type=click.Choice(['1', '3']), help='Output channels [default: the data\'s own; 3 for builtin:lfw-faces]')
-def dataset_tool_main(source, dest, max_images, resolution, transform, resize_filter, channels):
-    summary = convert_dataset(source, dest, max_images=max_images, resolution=resolution, transform=transform,
+def dataset_tool_main(source, dest, max_images, skip_images, resolution, transform, resize_filter, channels):
+    summary = convert_dataset(source, dest, max_images=max_images, skip_images=skip_images, resolution=resolution, transform=transform,
                               resize_filter=resize_filter, channels=None if channels is None else int(channels))
     if summary.unreadable:
         shown = ', '.join(f'"{name}"' for name, _ in summary.unreadable[:5]) + (', ...' if len(summary.unreadable) > 5 else '')

@@ -1,0 +1,689 @@
+"""Degradation operators for restoration by GAN inversion.
+
+Every operator is a `Degradation` with two forward models:
+
+- `true(x)`: the degradation used to make targets and to measure fidelity. It may be random and
+  non-differentiable. Like the robust-unsupervised benchmark, each true operator ends with an
+  8-bit round trip (clamp to the valid range, quantize to 1/255 steps), standing in for its PNG
+  save/reload; in a composition every component does its own round trip.
+- `forward(x)`: the differentiable approximation f-hat used inside the losses.
+
+Images are float `[N, C, H, W]` in [-1, 1] on both sides. Internally the photometric operators
+(noise, JPEG, masking) work in [0, 1] like the reference code and map back.
+
+Level tables (`LEVEL_TABLE`) follow the robust-unsupervised NGD paper (Poirier-Ginter & Lalonde,
+CVPR'23, section 6 / benchmark code), as summarized in shared/reference/inversion-methods.md 1.5.
+"""
+
+import math
+import os
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#----------------------------------------------------------------------------
+# Levels.
+
+LEVELS = ('XS', 'S', 'M', 'L', 'XL')
+
+# Source: robust-unsupervised paper + benchmark/tasks.py (reference 1.5, "Levels"); code = paper.
+LEVEL_TABLE = {
+    'sr':      {'XS': 2, 'S': 4, 'M': 8, 'L': 16, 'XL': 32},                     # downsampling factor k
+    'inpaint': {'XS': 1, 'S': 5, 'M': 9, 'L': 13, 'XL': 17},                     # number of strokes
+    'denoise': {'XS': (96, 0.04), 'S': (48, 0.08), 'M': (24, 0.16),
+                'L': (12, 0.32), 'XL': (6, 0.64)},                                # (photon count lambda, Bernoulli p)
+    'jpeg':    {'XS': 18, 'S': 15, 'M': 12, 'L': 9, 'XL': 6},                     # libjpeg quality
+}
+
+# Forward order of a composition (robust paper: U -> N -> A -> P). Blur and colorization are not
+# part of the paper's compositions; the placement here is our choice: blur happens in the scene
+# (before sampling), colorization is a sensor/film property (before noise).
+_ORDER = {'identity': 0, 'blur': 1, 'sr': 2, 'colorize': 3, 'denoise': 4, 'jpeg': 5, 'inpaint': 6}
+
+#----------------------------------------------------------------------------
+# Helpers.
+
+def _to01(x):
+    return (x + 1) * 0.5
+
+def _from01(x):
+    return x * 2 - 1
+
+def quantize8(x):
+    """8-bit round trip of a [-1, 1] image (the reference's PNG save + reload): clamp and round."""
+    return _from01(torch.round(_to01(x).clamp(0, 1) * 255) / 255)
+
+def _to_uint8_hwc(img):  # [C, H, W] in [-1, 1] -> uint8 HWC numpy
+    return (_to01(img.detach()).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+def _from_uint8_hwc(arr, like):
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).to(device=like.device, dtype=like.dtype)
+    return _from01(t / 255)
+
+
+class _SurrogateClamp(torch.autograd.Function):
+    """clamp_s (reference 1.5, paper eq. 11): forward = clamp to [0, 1]; backward = derivative of
+    sigmoid(2 (x - 0.5)), i.e. 2 s (1 - s)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(0, 1)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(2 * (x - 0.5))
+        return g * 2 * s * (1 - s)
+
+def surrogate_clamp01(x):
+    return _SurrogateClamp.apply(x)
+
+
+class _SurrogateRound(torch.autograd.Function):
+    """DiffJPEG rounding (reference 1.5): forward = exact round; backward = 0.2 + 2.4 (x - round x)^2,
+    the gradient of lerp(x, round(x) + (x - round x)^3, 0.8)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        r = x - torch.round(x)
+        return g * (0.2 + 2.4 * r * r)
+
+def surrogate_round(x):
+    return _SurrogateRound.apply(x)
+
+#----------------------------------------------------------------------------
+# Base classes.
+
+class Degradation(torch.nn.Module):
+    """Base class: `true(x)` (targets, fidelity), `forward(x)` (differentiable f-hat), `mask`
+    (None or `[N or 1, 1, H', W']` float of observed pixels in the output space), `out_size`,
+    `to_image_size` (preview of a degraded image at the input size)."""
+
+    name = 'degradation'
+    kind = 'identity'
+
+    @property
+    def mask(self):
+        return None
+
+    def out_size(self, in_size):
+        return int(in_size)
+
+    def true(self, x):
+        return quantize8(self.forward(x))
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def to_image_size(self, y, size):
+        if y.shape[-1] == size and y.shape[-2] == size:
+            return y
+        mode = 'nearest' if y.shape[-1] < size else 'area'  # nearest keeps the pixels of a low-res target visible
+        return F.interpolate(y, size=(size, size), mode=mode)
+
+    def extra_repr(self):
+        return f'name={self.name!r}'
+
+
+class Identity(Degradation):
+    """'none': f = f-hat = identity (the true forward still quantizes to 8 bits)."""
+    name = 'none'
+    kind = 'identity'
+
+    def forward(self, x):
+        return x
+
+#----------------------------------------------------------------------------
+# Super-resolution.
+
+_PIL_FILTERS = ('bicubic', 'bilinear', 'lanczos')
+
+class Downsample(Degradation):
+    """Downsampling by `factor` (reference 1.5 'Upsampling').
+
+    true: PIL resize of the 8-bit image to floor(size / factor) with `true_filter` (PIL's resize is
+    antialiased: its kernel is stretched by the factor). `true_filter='random'` draws the filter
+    per image from {bilinear, bicubic, lanczos} with a generator seeded by `seed` (the reference
+    draws unseeded). f-hat: `avg_pool2d(factor)`."""
+
+    kind = 'sr'
+
+    def __init__(self, factor, true_filter='bicubic', seed=0):
+        super().__init__()
+        factor = int(factor)
+        if factor < 1:
+            raise ValueError(f'Downsample: factor must be >= 1, got {factor}')
+        if true_filter not in _PIL_FILTERS + ('random',):
+            raise ValueError(f'Downsample: true_filter must be one of {", ".join(_PIL_FILTERS + ("random",))}, got {true_filter!r}')
+        self.factor = factor
+        self.true_filter = true_filter
+        self.seed = int(seed)
+        self.name = f'sr:{factor}:{true_filter}'
+
+    def out_size(self, in_size):
+        return int(in_size) // self.factor
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.factor) if self.factor > 1 else x
+
+    def true(self, x):
+        from PIL import Image
+        rng = np.random.RandomState(self.seed)
+        h, w = x.shape[-2] // self.factor, x.shape[-1] // self.factor
+        out = []
+        for img in x:
+            flt = self.true_filter if self.true_filter != 'random' else _PIL_FILTERS[rng.randint(3)]
+            resample = {'bicubic': Image.BICUBIC, 'bilinear': Image.BILINEAR, 'lanczos': Image.LANCZOS}[flt]
+            arr = _to_uint8_hwc(img)
+            chans = [np.asarray(Image.fromarray(arr[:, :, c]).resize((w, h), resample=resample)) for c in range(arr.shape[2])]
+            out.append(_from_uint8_hwc(np.stack(chans, axis=2), x))
+        return torch.stack(out)
+
+#----------------------------------------------------------------------------
+# Inpainting.
+
+def random_strokes(size, level='M', seed=0, num_strokes=None):
+    """Stroke mask as in the robust benchmark (reference 1.5 'Stroke masks'): `[1, 1, size, size]`
+    float, 1 = observed, 0 = hole, soft (blurred) edges from two `cv2.pyrDown`. Strokes are lines of
+    width int(0.08 size) * 4 drawn at 4x resolution between points whose coordinates lie in the
+    outer thirds. The number of strokes comes from the level table (or `num_strokes`). Seeded."""
+    import cv2
+    n = int(num_strokes) if num_strokes is not None else LEVEL_TABLE['inpaint'][_check_level(level)]
+    big = int(size) * 4
+    canvas = np.zeros((big, big), dtype=np.float32)
+    rng = np.random.RandomState(seed)
+    width = max(int(0.08 * size) * 4, 1)
+
+    def coord():
+        if rng.rand() < 0.5:
+            return int(rng.uniform(0, big / 3))
+        return int(rng.uniform(2 * big / 3, big))
+
+    for _ in range(n):
+        p0 = (coord(), coord())
+        p1 = (coord(), coord())
+        cv2.line(canvas, p0, p1, 1.0, width)
+        cv2.circle(canvas, p0, 1, 1.0, 1)
+    canvas = cv2.pyrDown(cv2.pyrDown(canvas))
+    mask = 1 - np.clip(canvas[:size, :size], 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
+
+def load_mask(path, size=None):
+    """Mask image -> `[1, 1, H, W]` float in [0, 1]; white = observed. Wrong size -> ValueError."""
+    from PIL import Image
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert('L'), dtype=np.float32) / 255
+    if size is not None and arr.shape != (size, size):
+        raise ValueError(f'inpaint mask {path!r} is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size} (the resolution)')
+    return torch.from_numpy(arr.copy())[None, None]
+
+
+class Inpaint(Degradation):
+    """Masking: true = f-hat = x * M in [0, 1] (holes become black, -1 in [-1, 1]). The mask is
+    known (reference 1.5). `mask`: `[N or 1, 1, H, W]`, 1 = observed; may have soft edges (the
+    benchmark's stroke masks do). A mask of another size than the input is area-resized."""
+
+    kind = 'inpaint'
+
+    def __init__(self, mask, name='inpaint'):
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.float32)
+        while mask.ndim < 4:
+            mask = mask[None]
+        if mask.shape[1] != 1:
+            raise ValueError(f'Inpaint: mask must have one channel, got shape {tuple(mask.shape)}')
+        self.register_buffer('_mask', mask.clamp(0, 1))
+        self.name = name
+
+    @property
+    def mask(self):
+        return self._mask
+
+    def _mask_for(self, x):
+        m = self._mask.to(device=x.device, dtype=x.dtype)
+        if m.shape[-2:] != x.shape[-2:]:
+            m = F.interpolate(m, size=x.shape[-2:], mode='area' if m.shape[-1] > x.shape[-1] else 'bicubic').clamp(0, 1)
+        return m
+
+    def forward(self, x):
+        return _from01(_to01(x) * self._mask_for(x))
+
+#----------------------------------------------------------------------------
+# Colorization.
+
+LUMA = (0.299, 0.587, 0.114)
+
+class Colorize(Degradation):
+    """Grayscale: luma 0.299 R + 0.587 G + 0.114 B replicated to 3 channels (so LPIPS and the
+    generator's RGB space apply unchanged; DGP does the same). true = f-hat (plus the 8-bit round
+    trip). The weights sum to 1, so the luma of a [-1, 1] image is the [-1, 1] luma."""
+
+    name = 'colorize'
+    kind = 'colorize'
+
+    def forward(self, x):
+        w = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+
+#----------------------------------------------------------------------------
+# Blur.
+
+def gaussian_kernel(sigma, size=None):
+    """Normalized 2-D Gaussian `[size, size]`; default size = 2 ceil(3 sigma) + 1."""
+    sigma = float(sigma)
+    if size is None:
+        size = 2 * int(math.ceil(3 * sigma)) + 1
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-0.5 * (r / max(sigma, 1e-8)) ** 2)
+    k = g[:, None] * g[None, :]
+    return (k / k.sum()).float()
+
+def box_kernel(size):
+    size = int(size)
+    return torch.full((size, size), 1.0 / (size * size))
+
+def motion_kernel(length, angle=0.0):
+    """Linear motion blur: a line of `length` px through the centre at `angle` degrees
+    (0 = horizontal), sampled densely and splatted bilinearly into an odd-sized square; normalized."""
+    length = float(length)
+    size = int(math.ceil(length)) | 1
+    k = np.zeros((size + 1, size + 1), dtype=np.float64)
+    c = (size - 1) / 2
+    a = math.radians(angle)
+    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, max(int(length * 8), 2)):
+        px, py = c + t * math.cos(a), c - t * math.sin(a)
+        x0, y0 = int(math.floor(px)), int(math.floor(py))
+        fx, fy = px - x0, py - y0
+        k[y0, x0] += (1 - fx) * (1 - fy)
+        k[y0, x0 + 1] += fx * (1 - fy)
+        k[y0 + 1, x0] += (1 - fx) * fy
+        k[y0 + 1, x0 + 1] += fx * fy
+    k = k[:size, :size]
+    return torch.from_numpy(k / k.sum()).float()
+
+
+class Blur(Degradation):
+    """Convolution with a fixed kernel, per channel, 'same' size. true = f-hat (plus the 8-bit round
+    trip). Padding: `padding='reflect'` (default; no dark borders) or 'zeros'. The kernel is used
+    as a correlation (flip it yourself for a true convolution; symmetric kernels do not care)."""
+
+    kind = 'blur'
+
+    def __init__(self, kernel, padding='reflect', name='blur'):
+        super().__init__()
+        k = torch.as_tensor(kernel, dtype=torch.float32)
+        if k.ndim != 2:
+            raise ValueError(f'Blur: kernel must be 2-D, got shape {tuple(k.shape)}')
+        if padding not in ('reflect', 'zeros'):
+            raise ValueError(f"Blur: padding must be 'reflect' or 'zeros', got {padding!r}")
+        self.register_buffer('kernel', k)
+        self.padding = padding
+        self.name = name
+
+    def forward(self, x):
+        kh, kw = self.kernel.shape
+        pad = (kw // 2, kw - 1 - kw // 2, kh // 2, kh - 1 - kh // 2)
+        mode = 'reflect' if self.padding == 'reflect' else 'constant'
+        if mode == 'reflect' and (pad[0] >= x.shape[-1] or pad[2] >= x.shape[-2]):
+            mode = 'replicate'  # reflect needs the pad to be smaller than the image
+        xp = F.pad(x, pad, mode=mode)
+        c = x.shape[1]
+        w = self.kernel.to(device=x.device, dtype=x.dtype)[None, None].expand(c, 1, kh, kw)
+        return F.conv2d(xp, w, groups=c)
+
+#----------------------------------------------------------------------------
+# Denoising.
+
+class Denoise(Degradation):
+    """Camera noise (reference 1.5 'Denoising'), in [0, 1]:
+
+    true: y = Poisson(lam x) / lam, then whole-pixel "dead pixels": multiply by (U > p) shared
+    across channels; clamp; 8-bit round trip. Seeded by `seed` (fixed realization, as the
+    reference's fixed seed 2024). f-hat (`approx='gaussian'`, the reference code):
+    x' = clamp_s(x); y = ((lam x' - 1/2) + sqrt(lam x' + 1e-3) eps) / lam, eps ~ N(0, 1) per channel,
+    then a fresh Bernoulli(p) pixel mask, then clamp_s. `approx='identity'`: y = clamp_s(x) (a
+    deterministic f-hat; the Gaussian noise model then lives only in the loss)."""
+
+    kind = 'denoise'
+
+    def __init__(self, level='M', photons=None, p=None, seed=0, approx='gaussian'):
+        super().__init__()
+        if photons is None or p is None:
+            lam, pp = LEVEL_TABLE['denoise'][_check_level(level)]
+            photons = lam if photons is None else photons
+            p = pp if p is None else p
+        if approx not in ('gaussian', 'identity'):
+            raise ValueError(f"Denoise: approx must be 'gaussian' or 'identity', got {approx!r}")
+        self.photons = float(photons)
+        self.p = float(p)
+        self.seed = int(seed)
+        self.approx = approx
+        self.name = f'denoise:{self.photons:g},{self.p:g}'
+
+    def true(self, x):
+        g = torch.Generator(device='cpu').manual_seed(self.seed)
+        x01 = _to01(x.detach()).clamp(0, 1).cpu().double()
+        y = torch.poisson(x01 * self.photons, generator=g) / self.photons
+        keep = (torch.rand((x.shape[0], 1) + tuple(x.shape[2:]), generator=g, dtype=torch.float64) > self.p)
+        y = (y * keep).to(device=x.device, dtype=x.dtype)
+        return quantize8(_from01(y))
+
+    def forward(self, x):
+        x01 = surrogate_clamp01(_to01(x))
+        if self.approx == 'identity':
+            return _from01(x01)
+        lam = self.photons
+        eps = torch.randn_like(x01)
+        y = ((lam * x01 - 0.5) + torch.sqrt(lam * x01 + 1e-3) * eps) / lam
+        keep = (torch.rand_like(x01[:, :1]) > self.p).to(x01.dtype)
+        return _from01(surrogate_clamp01(y * keep))
+
+class GaussianNoise(Degradation):
+    """Additive Gaussian noise of std `sigma` in [0, 1] units (robust paper section 7, the DDRM
+    comparison). true: seeded N(0, sigma^2) added, clamped to [0, 1] when `clamp` (the non-linear
+    variant), 8-bit round trip. f-hat: x + fresh noise, then clamp_s when `clamp`."""
+
+    kind = 'denoise'
+
+    def __init__(self, sigma, clamp=True, seed=0):
+        super().__init__()
+        self.sigma = float(sigma)
+        self.clamp = bool(clamp)
+        self.seed = int(seed)
+        self.name = f'denoise:gauss:{self.sigma:g}'
+
+    def true(self, x):
+        g = torch.Generator(device='cpu').manual_seed(self.seed)
+        n = torch.randn(x.shape, generator=g).to(device=x.device, dtype=x.dtype)
+        y = _to01(x.detach()) + self.sigma * n
+        return quantize8(_from01(y.clamp(0, 1) if self.clamp else y))
+
+    def forward(self, x):
+        y = _to01(x) + self.sigma * torch.randn_like(x)
+        return _from01(surrogate_clamp01(y) if self.clamp else y)
+
+#----------------------------------------------------------------------------
+# JPEG.
+
+# ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), natural (row-major) order:
+# row = vertical frequency, column = horizontal frequency.
+JPEG_LUMA_TABLE = (
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
+)
+JPEG_CHROMA_TABLE = (
+    (17, 18, 24, 47, 99, 99, 99, 99),
+    (18, 21, 26, 66, 99, 99, 99, 99),
+    (24, 26, 56, 99, 99, 99, 99, 99),
+    (47, 66, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+)
+
+def jpeg_quant_tables(quality):
+    """IJG quality scaling (libjpeg `jpeg_quality_scaling` + baseline clamp to [1, 255]):
+    -> (luma [8, 8], chroma [8, 8]) float tensors."""
+    q = min(max(int(quality), 1), 100)
+    scale = 5000 // q if q < 50 else 200 - 2 * q
+    def scaled(t):
+        t = (torch.tensor(t, dtype=torch.float64) * scale + 50) // 100
+        return t.clamp(1, 255).float()
+    return scaled(JPEG_LUMA_TABLE), scaled(JPEG_CHROMA_TABLE)
+
+def _dct_matrix(n=8):
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = torch.cos((2 * i + 1) * k * math.pi / (2 * n)) * math.sqrt(2 / n)
+    d[0] /= math.sqrt(2)
+    return d.float()  # orthonormal DCT-II: coef = D @ block @ D^T (equals JPEG's 1/4 C(u) C(v) scaling)
+
+
+class JPEG(Degradation):
+    """JPEG artifacts at `quality` (reference 1.5 'Deartifacting').
+
+    true: the real codec (`training.degradations.jpeg_compress`, OpenCV/libjpeg, default 4:2:0
+    chroma subsampling) on the 8-bit image, per image. f-hat: DiffJPEG: RGB -> YCbCr (JFIF),
+    2x2 average-pooled chroma (4:2:0), 8x8 orthonormal DCT of (value - 128), division by the
+    IJG-scaled standard tables, surrogate rounding (exact round forward, gradient
+    0.2 + 2.4 r^2), dequantize, IDCT, 2x chroma upsample, RGB. No clamp (as the reference). `chroma_upsample='bilinear'`
+    (default) matches the libjpeg decoder's fancy upsampling and so the true codec more closely;
+    'nearest' is the reference DiffJPEG's choice.
+    Sides that are not multiples of 16 are replicate-padded and cropped back. `tables`
+    (luma, chroma) overrides the quality-derived tables (e.g. read from a file with PIL's
+    `im.quantization`)."""
+
+    kind = 'jpeg'
+
+    def __init__(self, quality, tables=None, chroma_upsample='bilinear'):
+        super().__init__()
+        if chroma_upsample not in ('bilinear', 'nearest'):
+            raise ValueError(f"JPEG: chroma_upsample must be 'bilinear' or 'nearest', got {chroma_upsample!r}")
+        self.chroma_upsample = chroma_upsample
+        self.quality = int(quality)
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f'JPEG: quality must be in 1..100, got {quality}')
+        luma, chroma = jpeg_quant_tables(self.quality) if tables is None else tables
+        self.register_buffer('luma_table', torch.as_tensor(luma, dtype=torch.float32).reshape(8, 8))
+        self.register_buffer('chroma_table', torch.as_tensor(chroma, dtype=torch.float32).reshape(8, 8))
+        self.register_buffer('dct', _dct_matrix())
+        self.name = f'jpeg:{self.quality}'
+
+    def true(self, x):
+        from training.degradations import jpeg_compress
+        out = [_from_uint8_hwc(jpeg_compress(_to_uint8_hwc(img), self.quality, channel_order='rgb'), x) for img in x]
+        return torch.stack(out)
+
+    def _code(self, plane, table):  # plane [N, H, W] (multiple of 8), values 0..255
+        n, h, w = plane.shape
+        d = self.dct.to(plane)
+        blocks = (plane - 128).reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
+        coef = d @ blocks @ d.t()
+        t = table.to(plane)
+        coef = surrogate_round(coef / t) * t
+        rec = d.t() @ coef @ d + 128
+        return rec.permute(0, 1, 3, 2, 4).reshape(n, h, w)
+
+    def forward(self, x):
+        if x.shape[1] != 3:
+            raise ValueError(f'JPEG: expects RGB [N, 3, H, W], got shape {tuple(x.shape)}')
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 16, (-w) % 16
+        v = _to01(x) * 255
+        if ph or pw:
+            v = F.pad(v, (0, pw, 0, ph), mode='replicate')
+        r, g, b = v[:, 0], v[:, 1], v[:, 2]
+        yy = 0.299 * r + 0.587 * g + 0.114 * b
+        cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+        cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+        yy = self._code(yy, self.luma_table)
+        chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+        cb = self._code(chroma[:, 0], self.chroma_table)
+        cr = self._code(chroma[:, 1], self.chroma_table)
+        if self.chroma_upsample == 'nearest':
+            chroma = F.interpolate(torch.stack([cb, cr], 1), scale_factor=2, mode='nearest')
+        else:  # libjpeg's "fancy" h2v2 upsampling = 3/4, 1/4 triangle filter = bilinear, edges replicated
+            chroma = F.interpolate(torch.stack([cb, cr], 1), scale_factor=2, mode='bilinear', align_corners=False)
+        cb, cr = chroma[:, 0] - 128, chroma[:, 1] - 128
+        r = yy + 1.402 * cr
+        g = yy - 0.344136 * cb - 0.714136 * cr
+        b = yy + 1.772 * cb
+        out = torch.stack([r, g, b], 1)[..., :h, :w] / 255
+        return _from01(out)
+
+#----------------------------------------------------------------------------
+# Composition.
+
+class Compose(Degradation):
+    """Sequence of degradations applied in the robust paper's forward order U -> N -> A -> P
+    (downsample, noise, JPEG, mask), with blur first and colorization after downsampling (our
+    choice). `reorder=False` keeps the given order. Each component's true forward does its own
+    8-bit round trip (as the reference). The mask is the last component's mask (non-None only
+    when inpainting is last), resized to the final output size."""
+
+    kind = 'compose'
+
+    def __init__(self, degradations, reorder=True):
+        super().__init__()
+        ops = [d for d in degradations if not isinstance(d, Identity)]
+        if reorder:
+            ops = sorted(ops, key=lambda d: _ORDER.get(d.kind, 0))  # stable
+        self.ops = torch.nn.ModuleList(ops)
+        self.name = '+'.join(d.name for d in ops) if ops else 'none'
+
+    @property
+    def mask(self):
+        return self.ops[-1].mask if len(self.ops) else None
+
+    def out_size(self, in_size):
+        for d in self.ops:
+            in_size = d.out_size(in_size)
+        return in_size
+
+    def forward(self, x):
+        for d in self.ops:
+            x = d(x)
+        return x
+
+    def true(self, x):
+        x = quantize8(x) if not len(self.ops) else x
+        for d in self.ops:
+            x = d.true(x)
+        return x
+
+#----------------------------------------------------------------------------
+# Spec parsing.
+
+SPEC_FORMS = ('none', 'sr:K', 'sr:K:bicubic|bilinear|lanczos|random', 'sr:LEVEL', 'inpaint:MASK.png', 'inpaint:LEVEL',
+              'colorize', 'denoise:LEVEL', 'denoise:PHOTONS,P', 'denoise:gauss:SIGMA', 'jpeg:Q', 'jpeg:LEVEL', 'blur:gauss:SIGMA',
+              'blur:motion:LENGTH[:ANGLE]', 'blur:box:SIZE', 'A+B (composition)')
+
+def _check_level(level):
+    level = str(level).upper()
+    if level not in LEVELS:
+        raise ValueError(f'unknown level {level!r}; expected one of {", ".join(LEVELS)}')
+    return level
+
+def _spec_error(spec, why=''):
+    why = f' ({why})' if why else ''
+    return ValueError(f'unknown degradation spec {spec!r}{why}; valid forms: {"; ".join(SPEC_FORMS)}; LEVEL in {"/".join(LEVELS)}')
+
+def _is_level(s):
+    return s.upper() in LEVELS
+
+def _number(text, spec, cast=float):
+    try:
+        return cast(text)
+    except ValueError:
+        raise _spec_error(spec, f'{text!r} is not a number') from None
+
+def _parse_one(part, size, resolution, seed):
+    fields = part.split(':')
+    head = fields[0].strip().lower()
+    args = [f.strip() for f in fields[1:]]
+    if head in ('none', 'identity') and not args:
+        return Identity()
+    if head == 'colorize' and not args:
+        return Colorize()
+    if head == 'sr' and 1 <= len(args) <= 2:
+        k = LEVEL_TABLE['sr'][args[0].upper()] if _is_level(args[0]) else _number(args[0], part, int)
+        flt = args[1].lower() if len(args) == 2 else 'bicubic'
+        if flt not in _PIL_FILTERS + ('random',):
+            raise _spec_error(part, f'unknown filter {flt!r}')
+        if k < 1 or size // k < 1:
+            raise _spec_error(part, f'factor {k} does not fit size {size}')
+        return Downsample(k, true_filter=flt, seed=seed)
+    if head == 'inpaint' and len(args) >= 1:
+        arg = ':'.join(args)  # allow paths with ':' (drive letters)
+        if _is_level(arg):
+            m = random_strokes(size, arg, seed=seed)
+            return Inpaint(m, name=f'inpaint:{arg.upper()}')
+        if os.path.splitext(arg)[1].lower() in ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp') or os.path.exists(arg):
+            if not os.path.exists(arg):
+                raise ValueError(f'inpaint mask file not found: {arg!r}')
+            m = load_mask(arg)
+            mh, mw = m.shape[-2:]
+            if (mh, mw) not in ((size, size), (resolution, resolution)):
+                raise ValueError(f'inpaint mask {arg!r} is {mw}x{mh}, expected {size}x{size}'
+                                 + (f' (or {resolution}x{resolution})' if size != resolution else ''))
+            if mh != size:
+                m = F.interpolate(m, size=(size, size), mode='area')
+            return Inpaint(m, name=f'inpaint:{os.path.basename(arg)}')
+        raise _spec_error(part)
+    if head == 'denoise' and len(args) == 2 and args[0].lower() in ('gauss', 'gaussian'):
+        sigma = _number(args[1], part)
+        if sigma < 0:
+            raise _spec_error(part, 'sigma must be >= 0')
+        return GaussianNoise(sigma, seed=seed)
+    if head == 'denoise' and len(args) == 1:
+        if _is_level(args[0]):
+            return Denoise(args[0], seed=seed)
+        vals = args[0].split(',')
+        if len(vals) == 2:
+            lam, p = _number(vals[0], part), _number(vals[1], part)
+            if lam <= 0 or not 0 <= p < 1:
+                raise _spec_error(part, 'need photons > 0 and 0 <= p < 1')
+            return Denoise(photons=lam, p=p, seed=seed)
+        raise _spec_error(part)
+    if head == 'jpeg' and len(args) == 1:
+        q = LEVEL_TABLE['jpeg'][args[0].upper()] if _is_level(args[0]) else _number(args[0], part, int)
+        if not 1 <= q <= 100:
+            raise _spec_error(part, 'quality must be in 1..100')
+        return JPEG(q)
+    if head == 'blur' and len(args) >= 2:
+        kind = args[0].lower()
+        if kind in ('gauss', 'gaussian') and len(args) == 2:
+            s = _number(args[1], part)
+            return Blur(gaussian_kernel(s), name=f'blur:gauss:{s:g}')
+        if kind == 'motion' and len(args) in (2, 3):
+            length = _number(args[1], part)
+            angle = _number(args[2], part) if len(args) == 3 else 0.0
+            return Blur(motion_kernel(length, angle), name=f'blur:motion:{length:g}:{angle:g}')
+        if kind == 'box' and len(args) == 2:
+            s = _number(args[1], part, int)
+            return Blur(box_kernel(s), name=f'blur:box:{s}')
+    raise _spec_error(part)
+
+
+def parse_degradation(spec, resolution, device='cpu', seed=0):
+    """Build a `Degradation` from a spec string (see `SPEC_FORMS`); compositions join parts with '+'
+    and are applied in the robust paper's order (U -> N -> A -> P). Size-dependent parts (stroke
+    masks, mask files) are made at the size reached at their place in the chain."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise _spec_error(spec, 'empty')
+    resolution = int(resolution)
+    parts = [p.strip() for p in spec.split('+')]
+    if any(not p for p in parts):
+        raise _spec_error(spec, 'empty part')
+    # Sort the parts by kind first so that size-dependent parts see the right size.
+    heads = [p.split(':')[0].strip().lower() for p in parts]
+    kinds = {'none': 'identity', 'identity': 'identity', 'colorize': 'colorize', 'sr': 'sr', 'inpaint': 'inpaint',
+             'denoise': 'denoise', 'jpeg': 'jpeg', 'blur': 'blur'}
+    for p, h in zip(parts, heads):
+        if h not in kinds:
+            raise _spec_error(p)
+    order = sorted(range(len(parts)), key=lambda i: _ORDER[kinds[heads[i]]])
+    size = resolution
+    ops = []
+    for i in order:
+        d = _parse_one(parts[i], size, resolution, seed)
+        size = d.out_size(size)
+        ops.append(d)
+    deg = ops[0] if len(ops) == 1 else Compose(ops)
+    return deg.to(device)

@@ -1,0 +1,150 @@
+"""DGP: deep generative prior (Pan et al., ECCV'20), ported to StyleGAN2 (reference section 4.7).
+
+* Latent: W+, initialised by best-of-n: `num_candidates` mapped samples (truncation
+  `init_truncation`) scored by the L1 distance of the last 3 discriminator features between the
+  degraded candidate and the observation (both brought to full size, as DGP does).
+* Loss per stage s: w_D[s] * sum over the last `ftr_num` D features of L1 + w_mse[s] * MSE
+  (through f^, at the observation's size).
+* D features: the outputs of the discriminator blocks b{R} ... b8 and the epilogue's `fc` output
+  (forward hooks), shallow to deep. D runs on one image at a time so that minibatch-std does not
+  mix the images of a batch.
+* Progressive reconstruction: G parameter groups [mapping + first block], then one group per
+  synthesis block (ToRGB with its block); at stage s the first ft_num[s] groups train (Adam,
+  betas (0, 0.999)), deeper ones are frozen (lr 0). Defaults: 5 stages x 200 steps, the
+  'SR x4 MSE-biased' schedule of the reference (w_D 1,1,1,.5,.1; w_mse 10,10,10,50,100; G lr
+  2e-4,2e-4,1e-4,1e-4,1e-5), the latent lrs x10 of DGP's z lrs (W latents have a larger scale,
+  inferred) and ft_num spread linearly from 2 groups to all.
+"""
+
+import copy
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import common
+
+DEFAULTS = dict(stage_steps=(200,) * 5, w_d=(1, 1, 1, 0.5, 0.1), w_mse=(10, 10, 10, 50, 100),
+                g_lrs=(2e-4, 2e-4, 1e-4, 1e-4, 1e-5), latent_lrs=(1e-2, 1e-2, 1e-3, 1e-3, 1e-4),
+                ftr_num=8, num_candidates=500, init_truncation=0.7, select_ftr_num=3)
+
+
+def discriminator_features(D, images, c=None):
+    """D features (shallow to deep) of `[N, C, R, R]` images; every list entry is `[N, ...]`."""
+    names = [f'b{res}' for res in D.block_resolutions]
+    per_sample = []
+    for i in range(images.shape[0]):
+        feats = []
+        hooks = [getattr(D, n).register_forward_hook(lambda _m, _i, out: feats.append(out[0])) for n in names]
+        hooks.append(D.b4.fc.register_forward_hook(lambda _m, _i, out: feats.append(out)))
+        try:
+            ci = torch.zeros([1, D.c_dim], device=images.device) if c is None else c[i:i + 1]
+            D(images[i:i + 1], ci)
+        finally:
+            for h in hooks:
+                h.remove()
+        per_sample.append(feats)
+    return [torch.cat([s[k] for s in per_sample]) for k in range(len(per_sample[0]))]
+
+
+def feature_loss(fake, real, ftr_num):
+    """Per-sample sum over the last `ftr_num` features of the mean L1 distance `[N]`."""
+    pairs = list(zip(fake, real))[-int(ftr_num):]
+    return sum((a - b).abs().flatten(1).mean(1) for a, b in pairs)
+
+
+def generator_groups(G):
+    """Parameter groups shallow to deep: [mapping + first block], then one per block."""
+    res = G.synthesis.block_resolutions
+    groups = [list(G.mapping.parameters()) + list(getattr(G.synthesis, f'b{res[0]}').parameters())]
+    groups += [list(getattr(G.synthesis, f'b{r}').parameters()) for r in res[1:]]
+    return groups
+
+
+def _full(degradation, y, size):
+    return common.to_image_size(degradation, y, size)
+
+
+@torch.no_grad()
+def select_initial_latent(G, D, target, degradation, num_candidates=500, truncation=0.7, ftr_num=3, seed=0, batch=25):
+    """Best-of-n W latent per target `[N, w_dim]` (and the candidate scores `[N, n]`)."""
+    gen = common.LatentGenerator(G)
+    size = G.synthesis.img_resolution
+    cand = common.sample_ws(G, num_candidates, seed=seed, truncation_psi=truncation)
+    real = discriminator_features(D, _full(degradation, target, size))
+    scores = []
+    for i in range(0, cand.shape[0], batch):
+        imgs = _full(degradation, common.degrade(degradation, gen(cand[i:i + batch])), size)
+        fake = discriminator_features(D, imgs)
+        scores.append(torch.stack([feature_loss(fake, [r[n:n + 1].expand_as(f) for r, f in zip(real, fake)], ftr_num)
+                                   for n in range(target.shape[0])]))
+    scores = torch.cat(scores, dim=1)
+    return cand[scores.argmin(dim=1)], scores
+
+
+def invert(G, target, degradation=None, lpips_module=None, D=None, stage_steps=(200,) * 5, w_d=(1, 1, 1, 0.5, 0.1),
+           w_mse=(10, 10, 10, 50, 100), g_lrs=(2e-4, 2e-4, 1e-4, 1e-4, 1e-5), latent_lrs=(1e-2, 1e-2, 1e-3, 1e-3, 1e-4),
+           ft_nums=None, ftr_num=8, num_candidates=500, init_truncation=0.7, select_ftr_num=3, q=None, seed=0,
+           progress=False, **_unused):
+    """DGP on a batch `target` `[N, C, h, w]` (one tuned generator for the batch).
+
+    Needs the discriminator `D`; without it the feature terms are dropped (MSE only, a warning).
+    """
+    common.check_batch(target, degradation)
+    if isinstance(stage_steps, int):
+        stage_steps = (stage_steps,) * 5
+    S = len(stage_steps)
+    if not (len(w_d) == len(w_mse) == len(g_lrs) == len(latent_lrs) == S):
+        raise ValueError('DGP: stage_steps, w_d, w_mse, g_lrs and latent_lrs need one entry per stage')
+    size = G.synthesis.img_resolution
+    common.requires_grad(G, False)
+    if D is None:
+        common.warn('DGP without a discriminator: using the MSE term only')
+        w0 = G.mapping.w_avg.detach().reshape(1, -1).repeat(target.shape[0], 1).to(target.device)
+        h_init = None
+    else:
+        D = copy.deepcopy(D).eval()
+        common.requires_grad(D, False)
+        w0, scores = select_initial_latent(G, D, target, degradation, num_candidates, init_truncation,
+                                           select_ftr_num, seed=seed)
+        h_init = dict(best_score=[float(v) for v in scores.min(dim=1).values])
+    G_t = copy.deepcopy(G).eval()
+    common.requires_grad(G_t, True)
+    groups = generator_groups(G_t)
+    n_groups = len(groups)
+    if ft_nums is None:
+        ft_nums = [int(round(v)) for v in np.linspace(min(2, n_groups), n_groups, S)]
+    gen = common.LatentGenerator(G_t)
+    ws = gen.to_ws(w0.to(target.device)).clone().requires_grad_(True)
+    opt_g = torch.optim.Adam([dict(params=g, lr=0.0) for g in groups], betas=(0.0, 0.999), eps=1e-8)
+    opt_w = torch.optim.Adam([ws], lr=latent_lrs[0], betas=(0.0, 0.999), eps=1e-8)
+    real = None if D is None else [r.detach() for r in discriminator_features(D, _full(degradation, target, size))]
+    history = dict(loss=[], mse=[], ftr=[], stage=[])
+    if h_init:
+        history['init'] = h_init
+    for s in range(S):
+        for i, group in enumerate(opt_g.param_groups):
+            group['lr'] = g_lrs[s] if i < ft_nums[s] else 0.0
+        for group in opt_w.param_groups:
+            group['lr'] = latent_lrs[s]
+        for _ in tqdm(range(int(stage_steps[s])), desc=f'DGP stage {s + 1}/{S}', disable=not progress, leave=False):
+            pred = common.degrade(degradation, gen(ws, q=q))
+            mse = (pred - target).square().flatten(1).mean(1)
+            loss = w_mse[s] * mse
+            if D is not None and w_d[s]:
+                ftr = feature_loss(discriminator_features(D, _full(degradation, pred, size)), real, ftr_num)
+                loss = loss + w_d[s] * ftr
+                history['ftr'].append(float(ftr.detach().mean()))
+            history['loss'].append(float(loss.detach().mean()))
+            history['mse'].append(float(mse.detach().mean()))
+            history['stage'].append(s)
+            opt_g.zero_grad(set_to_none=True)
+            opt_w.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt_g.step()
+            opt_w.step()
+    common.requires_grad(G_t, False)
+    ws = ws.detach()
+    with torch.no_grad():
+        final = (common.degrade(degradation, gen(ws, q=q)) - target).square().flatten(1).mean(1)
+    return common.finish(common.LatentGenerator(G), ws, q=q, G=G_t, history=history, loss=final, ft_nums=ft_nums)

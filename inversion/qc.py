@@ -1,0 +1,89 @@
+"""QC-StyleGAN restoration (reference qc-stylegan.md 6.2): (w, q) from a pSp encoder, or found by
+optimisation, then PTI-style tuning with the residual-statistics loss so that the degradation
+stays in q. The restored image is G(w, 0), the re-degraded one G(w, q).
+
+* With an encoder (`training.encoders.load_encoder(path, G=G)`): (w, q) = encoder.encode(y);
+  `refine_steps` (default 0, as upstream) optionally refines both.
+* Without: w starts at w_avg (W space), q at ~0 (N(0, 0.01^2): the DegradBlock's ReLU has a
+  zero gradient at exactly q = 0), and both are optimised (`refine_steps`, default
+  300) with Adam (w lr 0.01, q lr 0.03 = upstream's unused `q_inv_lr`) on MSE + LPIPS of
+  f^(G(w, q)) vs y.
+* Tuning: MSE + LPIPS + 1000 * StatsLoss, lr 3e-4, up to 500 steps, early stop at LPIPS <= 0.002.
+The degradation operator f^ (default none) is applied on top of G(w, q), so e.g. an SR
+observation is matched at its own size while q models the remaining degradation.
+"""
+
+import torch
+from tqdm import tqdm
+
+from . import common
+
+DEFAULTS = dict(refine_steps=300, w_lr=0.01, q_lr=0.03, tune_steps=500, tune_lr=3e-4, stats_weight=1000.0,
+                lpips_stop=0.002)
+
+
+def check_qc(G):
+    if int(getattr(G, 'q_dim', 0) or 0) <= 0:
+        raise ValueError('the QC method needs a QC-StyleGAN generator (q_dim > 0); this network is a plain '
+                         'StyleGAN2 one: use --method pti|cri|ngd|dgp')
+
+
+def encode(encoder, target, size):
+    """(w `[N, w_dim]` or `[N, num_ws, w_dim]`, q `[N, q_dim]`) from an encoder wrapper."""
+    images = common.to_image_size(None, target, size)
+    w, q = encoder.encode(images)
+    return w.to(target.device), None if q is None else q.to(target.device)
+
+
+def refine(G, target, degradation, lpips_module, w, q, steps=300, w_lr=0.01, q_lr=0.03, progress=False):
+    """Jointly optimise (w, q) with Adam on MSE + LPIPS of f^(G(w, q)) vs target -> (w, q, history)."""
+    lpips_module = common.safe_lpips(lpips_module)
+    gen = common.LatentGenerator(G)
+    w = w.detach().clone().requires_grad_(True)
+    q = q.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([dict(params=[w], lr=w_lr), dict(params=[q], lr=q_lr)])
+    history = dict(loss=[], lpips=[])
+    for _ in tqdm(range(int(steps)), desc='QC w,q', disable=not progress, leave=False):
+        pred = common.degrade(degradation, gen(w, q=q))
+        loss, lp = common.mse_lpips(lpips_module, pred, target)
+        history['loss'].append(float(loss.detach().mean()))
+        history['lpips'].append(float(lp.detach().mean()))
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+    return w.detach(), q.detach(), history
+
+
+def invert(G, target, degradation=None, lpips_module=None, encoder=None, refine_steps=None, w_lr=0.01, q_lr=0.03,
+           tune_steps=500, tune_lr=3e-4, stats_weight=1000.0, lpips_stop=0.002, w_init=None, q_init=None, q_init_std=0.01, seed=0,
+           progress=False, **_unused):
+    """QC restoration of a batch `target` `[N, C, h, w]` -> `common.InversionResult` (q set)."""
+    check_qc(G)
+    common.check_batch(target, degradation)
+    lpips_module = common.safe_lpips(lpips_module)
+    common.requires_grad(G, False)
+    gen = common.LatentGenerator(G)
+    N, device = target.shape[0], target.device
+    history = {}
+    if encoder is not None:
+        w, q = encode(encoder, target, G.synthesis.img_resolution)
+        if q is None:
+            raise ValueError('the encoder gives no q: it was trained for a plain StyleGAN2 generator')
+        refine_steps = 0 if refine_steps is None else refine_steps
+    else:
+        w = G.mapping.w_avg.detach().to(device).reshape(1, -1).repeat(N, 1) if w_init is None else w_init.to(device)
+        if q_init is None:  # ~0: the DegradBlock's ReLU has no gradient at exactly q = 0
+            q_init = torch.randn([N, G.q_dim], generator=torch.Generator().manual_seed(int(seed))) * q_init_std
+        q = q_init.to(device)
+        refine_steps = DEFAULTS['refine_steps'] if refine_steps is None else refine_steps
+    if refine_steps:
+        w, q, history['refine'] = refine(G, target, degradation, lpips_module, w, q, refine_steps, w_lr, q_lr, progress)
+    ws = gen.to_ws(w)
+    G_t = G
+    if tune_steps:
+        G_t, history['tune'] = common.tune_generator(G, ws, target, degradation, lpips_module, q=q, steps=tune_steps,
+                                                     lr=tune_lr, lpips_stop=lpips_stop, stats_weight=stats_weight,
+                                                     seed=seed, progress=progress)
+    with torch.no_grad():
+        final, _ = common.mse_lpips(lpips_module, common.degrade(degradation, gen(ws, q=q, G=G_t)), target)
+    return common.finish(gen, ws, q=q, G=G_t, history=history, loss=final)

@@ -1,0 +1,277 @@
+"""Restore images by GAN inversion: PTI, CRI, NGD (robust unsupervised), DGP or QC-StyleGAN.
+
+The --target images are the OBSERVED degraded images y (at the degradation's output size, e.g. the
+low-res image for sr:4). --synthesize-degradation instead treats them as clean images: they are
+fitted to the network and the true operator is applied first (ground truth known).
+
+Examples:
+
+\b
+  python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
+  python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
+  python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
+      --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
+"""
+
+import json
+import os
+import sys
+import time
+
+import click
+import numpy as np
+import torch
+
+import dnnlib
+import legacy
+from inversion import common
+from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8
+
+METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
+STEP_NAMES = dict(pti=('pivot_steps', 'tune_steps'), cri=('offset_steps', 'tune_steps'),
+                  ngd=('steps',) * 3, dgp=('stage_steps',) * 5, qc=('refine_steps', 'tune_steps'))
+
+#----------------------------------------------------------------------------
+
+def parse_steps(method, text):
+    """'N' -> every phase N; 'A,B,...' -> one value per phase of the method."""
+    if text is None:
+        return {}
+    try:
+        values = [int(v) for v in str(text).split(',') if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f'"{text}" is not an integer or a comma-separated list of integers', param_hint='--steps')
+    if any(v < 0 for v in values) or not values:
+        raise click.BadParameter('step counts must be non-negative integers', param_hint='--steps')
+    names = STEP_NAMES[method]
+    if len(values) == 1:
+        values = values * len(names)
+    if len(values) != len(names):
+        raise click.BadParameter(f'--method {method} has {len(names)} phases ({", ".join(names)}); got {len(values)} values',
+                                 param_hint='--steps')
+    if method == 'ngd':
+        return dict(steps=tuple(values))
+    if method == 'dgp':
+        return dict(stage_steps=tuple(values))
+    return dict(zip(names, values))
+
+
+def build_lpips(net, random_backbone):
+    from metrics.restoration import LPIPS
+    return LPIPS(net=net, pnet_rand=random_backbone)
+
+
+def run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, steps, encoder, seed, w_space, locality,
+               cri_samples, progress):
+    from inversion import cri, dgp, ngd, pti, qc
+    kw = dict(steps)
+    if method == 'pti':
+        return pti.invert(G, y, degradation, lpips_alex, lpips_pivot=lpips_vgg, space=w_space, locality=locality,
+                          seed=seed, progress=progress, **kw)
+    if method == 'cri':
+        return cri.invert(G, y, degradation, lpips_alex, num_samples=cri_samples, seed=seed, progress=progress, **kw)
+    if method == 'ngd':
+        return ngd.invert(G, y, degradation, lpips_vgg, progress=progress, **kw)
+    if method == 'dgp':
+        return dgp.invert(G, y, degradation, D=D, seed=seed, progress=progress, **kw)
+    return qc.invert(G, y, degradation, lpips_alex, encoder=encoder, seed=seed, progress=progress, **kw)
+
+
+def find_ground_truth(spec, stem):
+    if spec is None:
+        return None
+    if os.path.isfile(spec):
+        return spec
+    for name in sorted(os.listdir(spec)):
+        if os.path.splitext(name)[0] == stem and name.lower().endswith(common.IMAGE_EXTENSIONS):
+            return os.path.join(spec, name)
+    return None
+
+
+def summarize_history(history):
+    """Last value of every per-step list, nested per phase."""
+    out = {}
+    for key, value in history.items():
+        if isinstance(value, dict):
+            out[key] = summarize_history(value)
+        elif isinstance(value, list):
+            out[key] = value[-1] if value else None
+    return out
+
+
+def rgb(x):
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+
+
+def save_png(img, path):
+    save_image(to_uint8(rgb(img[:1].clamp(-1, 1)))[0], path)
+
+#----------------------------------------------------------------------------
+
+@click.command(help=__doc__)
+@click.option('--network', 'network_spec', required=True, help='Network pickle / weights file, URL or zoo name')
+@click.option('--target', required=True, help='Observed image file or folder of images')
+@click.option('--method', type=click.Choice(METHODS), default='ngd', show_default=True, help='Inversion method')
+@click.option('--degradation', 'deg_spec', default='none', show_default=True,
+              help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
+                   'compositions with + (e.g. sr:4+jpeg:15)')
+@click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint (QC method: gives w, q)')
+@click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
+              '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
+@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--outdir', required=True, help='Output folder')
+@click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N')
+@click.option('--save-generator', is_flag=True, help='Also save the tuned generator per image (pickle)')
+@click.option('--ground-truth', 'gt_spec', default=None, help='Clean image file or folder (matched by file stem): PSNR/SSIM/LPIPS')
+@click.option('--synthesize-degradation', is_flag=True, help='Targets are clean: apply the true degradation first')
+@click.option('--w-space', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='PTI pivot space')
+@click.option('--locality', is_flag=True, help='PTI: enable the locality regulariser (CRI always uses it)')
+@click.option('--cri-samples', type=int, default=2000, show_default=True, help='CRI: latents sampled for KMeans')
+@click.option('--edit', 'edit_path', default=None, help='Latent direction .npy to apply to the inverted w')
+@click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
+@click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
+@click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
+@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
+              help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
+def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
+         synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone):
+    from inversion.degradations import parse_degradation
+    from inversion import editing, qc as qc_method
+    from metrics import restoration
+    from tqdm import tqdm
+
+    try:
+        device = parse_device(device)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--device')
+    step_kwargs = parse_steps(method, steps)
+    data = legacy.load_network(network_spec, device=device)
+    G = data['G_ema'].eval()
+    D = data.get('D')
+    is_qc = int(getattr(G, 'q_dim', 0) or 0) > 0
+    if not is_qc:
+        bad = [opt for opt, val in (('--method qc', method == 'qc'), ('--q-from', q_from)) if val]
+        if bad:
+            raise click.UsageError(f'{", ".join(bad)}: only for QC-StyleGAN networks (q_dim > 0); {network_spec} is a plain StyleGAN2 network')
+    if q_from and method != 'qc':
+        raise click.UsageError('--q-from needs --method qc')
+    res = G.synthesis.img_resolution
+    try:
+        degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.BadParameter(str(err), param_hint='--degradation')
+    obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
+    try:
+        files = common.list_images(target)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint='--target')
+    encoder = None
+    if encoder_path is not None:
+        if method != 'qc':
+            print(f'Note: --encoder is only used by --method qc; ignored for {method}')
+        else:
+            from training.encoders import load_encoder
+            encoder = load_encoder(encoder_path, G=G, device=device)
+    direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
+    random_backbone = lpips_backbone == 'random'
+    lpips_alex = build_lpips('alex', random_backbone).to(device)
+    lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in ('ngd', 'pti') else None
+    os.makedirs(outdir, exist_ok=True)
+
+    q_ref = None
+    if q_from:
+        y_ref, notes = common.load_target(q_from, size=obs_size, device=device)
+        for n in notes:
+            print(f'Note: {q_from}: {n}')
+        q_ref = qc_method.invert(G, y_ref, degradation, lpips_alex, encoder=encoder, seed=seed, **step_kwargs).q
+
+    summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
+                   synthesize_degradation=bool(synthesize_degradation), images={}, skipped={})
+    start = time.time()
+    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        torch.manual_seed(seed)
+        try:
+            clean = None
+            if synthesize_degradation:
+                clean, notes = common.load_target(path, size=res, device=device)
+                with torch.no_grad():
+                    y = common.degrade(degradation, clean, true=True)
+            else:
+                y, notes = common.load_target(path, size=obs_size, device=device)
+        except ValueError as err:
+            tqdm.write(f'Warning: skipping {path}: {err}')
+            summary['skipped'][os.path.basename(path)] = str(err)
+            continue
+        for n in notes:
+            tqdm.write(f'Note: {os.path.basename(path)}: {n}')
+        gt_path = find_ground_truth(gt_spec, stem)
+        if gt_path is not None:
+            clean, _ = common.load_target(gt_path, size=res, device=device)
+        out = run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, step_kwargs, encoder, seed, w_space,
+                         locality, cri_samples, progress=True)
+        Gr = out.G
+        gen = common.LatentGenerator(Gr)
+        with torch.no_grad():
+            restored = out.restored
+            redeg = out.degraded if out.q is not None else restored
+            redeg = common.degrade(degradation, redeg, true=True)
+        save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
+        save_png(redeg, os.path.join(outdir, f'{stem}_degraded.png'))
+        panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
+        if clean is not None:
+            panel.append(clean)
+        save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
+                   os.path.join(outdir, f'{stem}_panel.png'))
+        arrays = dict(ws=out.ws.cpu().numpy())
+        if out.q is not None:
+            arrays['q'] = out.q.cpu().numpy()
+        for k, s in enumerate(out.styles or []):
+            arrays[f'style_{k:02d}'] = s.cpu().numpy()
+        if 'centroid_index' in out:
+            arrays['centroid_index'] = out.centroid_index.cpu().numpy()
+        with dnnlib.util.atomic_write(os.path.join(outdir, f'{stem}_latents.npz'), 'wb') as f:
+            np.savez(f, **arrays)
+        if save_generator and Gr is not G:
+            legacy.save_network_pkl(dict(G_ema=Gr), os.path.join(outdir, f'{stem}_G.pkl'))
+        record = dict(file=os.path.basename(path), loss=[float(v) for v in torch.as_tensor(out.loss).reshape(-1)],
+                      history=summarize_history(out.history))
+        if clean is not None:
+            with torch.no_grad():
+                record['psnr'] = float(restoration.psnr(restored.clamp(-1, 1), clean, data_range=2)[0])
+                record['ssim'] = float(restoration.ssim(restored.clamp(-1, 1), clean, data_range=2)[0])
+                record['lpips'] = float(common.safe_lpips(lpips_alex)(restored.clamp(-1, 1), clean).reshape(-1)[0])
+        # Editing.
+        with torch.no_grad():
+            if direction is not None:
+                sharp, degr = editing.render_edits(Gr, out.ws, [strength], direction, q=out.q, styles=out.styles)
+                save_png(sharp[0], os.path.join(outdir, f'{stem}_edit_sharp.png'))
+                degr = common.degrade(degradation, degr[0] if degr is not None else sharp[0], true=True)
+                save_png(degr, os.path.join(outdir, f'{stem}_edit_degraded.png'))
+            if sefa > 0:
+                dirs, _ = editing.sefa_directions(G, sefa)
+                rows = []
+                for d in dirs:
+                    sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d, styles=out.styles)
+                    rows.append(sharp[:, 0])
+                grid = torch.cat(rows).clamp(-1, 1)
+                save_image(make_grid(to_uint8(rgb(grid)), (3, len(rows))), os.path.join(outdir, f'{stem}_sefa.png'))
+            if q_ref is not None:
+                qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
+                imgs = torch.cat([gen(out.ws, q=qq, styles=out.styles)[:1] for qq in qs]).clamp(-1, 1)
+                save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
+                save_image(make_grid(to_uint8(imgs), (len(imgs), 1)), os.path.join(outdir, f'{stem}_q_interp.png'))
+        summary['images'][stem] = record
+    summary['seconds'] = time.time() - start
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    done, skipped = len(summary['images']), len(summary['skipped'])
+    print(f'Done: {done} image(s) restored with {method} in {summary["seconds"]:.1f} s; results in {outdir}')
+    if skipped:
+        print(f'Skipped {skipped} unreadable file(s): ' + ', '.join(summary['skipped']))
+    if done == 0:
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    main()  # pylint: disable=no-value-for-parameter

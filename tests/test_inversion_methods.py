@@ -1,0 +1,369 @@
+"""Inversion methods (PTI, CRI, NGD, DGP, QC), editing and invert.py on a tiny generator with
+targets it generated itself (ground truth known). CPU, small step counts."""
+
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import torch.nn.functional as F
+
+import legacy
+from training import networks
+from metrics.restoration import LPIPS
+
+#----------------------------------------------------------------------------
+# Stand-ins for the sibling modules (degradations, losses), used only while they are missing.
+
+def _install_standins():
+    try:
+        from inversion.degradations import parse_degradation  # noqa: F401
+    except (ImportError, AttributeError):
+        mod = types.ModuleType('inversion.degradations')
+
+        class _Deg(torch.nn.Module):
+            def __init__(self, kind, arg, res):
+                super().__init__()
+                self.name, self.kind, self.arg, self.mask = kind, kind, arg, None
+                if kind == 'inpaint':
+                    m = torch.ones([1, 1, res, res])
+                    m[..., res // 4: res // 2, :] = 0
+                    self.mask = m
+
+            def forward(self, x):
+                if self.kind == 'sr':
+                    return F.avg_pool2d(x, self.arg)
+                if self.kind == 'inpaint':
+                    return (x + 1) * self.mask.to(x) - 1
+                return x
+
+            def true(self, x):
+                return self.forward(x)
+
+            def to_image_size(self, y, size):
+                return F.interpolate(y, size=(size, size), mode='nearest')
+
+        def parse_degradation(spec, resolution, device='cpu', seed=0):
+            kind, _, arg = spec.partition(':')
+            if kind not in ('none', 'sr', 'inpaint'):
+                raise ValueError(f'unknown degradation {spec}; valid: none, sr:K, inpaint:M')
+            return _Deg(kind, int(arg) if kind == 'sr' else arg, resolution).to(device)
+        mod.parse_degradation = parse_degradation
+        sys.modules['inversion.degradations'] = mod
+    try:
+        from inversion.losses import MultiscaleLPIPSL1, noise_regularization, normalize_noise_  # noqa: F401
+    except (ImportError, AttributeError):
+        mod = types.ModuleType('inversion.losses')
+
+        class MultiscaleLPIPSL1(torch.nn.Module):
+            def __init__(self, lpips_module, l1_weight=0.1):
+                super().__init__()
+                self.lpips, self.l1_weight = lpips_module, l1_weight
+
+            def forward(self, x, y, mask=None):
+                return self.lpips(x, y).reshape(-1) + self.l1_weight * (x - y).abs().flatten(1).mean(1)
+
+        def noise_regularization(buffers):
+            return sum((n * torch.roll(n, 1, 0)).mean().square() + (n * torch.roll(n, 1, 1)).mean().square() for n in buffers)
+
+        def normalize_noise_(buffers):
+            with torch.no_grad():
+                for n in buffers:
+                    n -= n.mean()
+                    n *= n.square().mean().rsqrt()
+        mod.MultiscaleLPIPSL1 = MultiscaleLPIPSL1
+        mod.noise_regularization = noise_regularization
+        mod.normalize_noise_ = normalize_noise_
+        sys.modules['inversion.losses'] = mod
+
+_install_standins()
+
+from inversion import common, ngd, pti  # noqa: E402
+from inversion.degradations import parse_degradation  # noqa: E402
+
+#----------------------------------------------------------------------------
+# Fixtures.
+
+def tiny_network(seed=0):
+    torch.manual_seed(seed)
+    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                           mapping_kwargs=dict(num_layers=2),
+                           synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
+    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=32).eval()
+    with torch.no_grad():
+        G.mapping.w_avg.copy_(common.sample_ws(G, 200, seed=1).mean(0))
+    return dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=None)
+
+
+@pytest.fixture(scope='module')
+def net():
+    return tiny_network()
+
+
+@pytest.fixture(scope='module')
+def qc_net():
+    data = legacy.convert_to_qc(tiny_network(), q_dim=4)
+    data['G_ema'].eval()
+    return data
+
+
+@pytest.fixture(scope='module')
+def lpips_module():
+    torch.manual_seed(0)
+    return LPIPS(net='alex', pnet_rand=True)
+
+
+@pytest.fixture(scope='module')
+def gt(net):
+    """Ground-truth images G(w*) with w* a mapped sample (the batch has two images)."""
+    G = net['G_ema']
+    w = common.sample_ws(G, 2, seed=7)
+    with torch.no_grad():
+        return G.synthesis(w.unsqueeze(1).repeat(1, G.synthesis.num_ws, 1), noise_mode='const', force_fp32=True)
+
+
+def mse(a, b):
+    return float((a - b).square().mean())
+
+
+def start_image(G, n=2):
+    with torch.no_grad():
+        return common.LatentGenerator(G)(G.mapping.w_avg.reshape(1, -1).repeat(n, 1))
+
+#----------------------------------------------------------------------------
+# common.
+
+def test_latent_generator_spaces_agree(net):
+    G = net['G_ema']
+    gen = common.LatentGenerator(G)
+    w = common.sample_ws(G, 2, seed=3)
+    with torch.no_grad():
+        a = gen(w)
+        b = gen(gen.to_ws(w))
+        c = gen(gen.to_ws(w), styles=gen.zero_styles(2))
+        d = gen(gen.to_ws(w), styles=[s + 0.5 for s in gen.zero_styles(2)])
+    assert torch.equal(a, b) and torch.allclose(a, c)
+    assert not torch.allclose(a, d)
+    assert not any(m._forward_hooks for _, m in common.affine_layers(G))  # hooks removed
+
+
+def test_load_image_modes(tmp_path):
+    rgba = np.zeros([10, 20, 4], np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 128
+    PIL.Image.fromarray(rgba, 'RGBA').save(tmp_path / 'a.png')
+    arr, notices = common.load_image(tmp_path / 'a.png')
+    assert arr.shape == (10, 20, 3) and any('alpha' in n for n in notices)
+    PIL.Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16 % 65536).astype(np.uint16)).save(tmp_path / 'b.png')
+    t, notices = common.load_target(tmp_path / 'b.png', size=16)
+    assert t.shape == (1, 3, 16, 16) and float(t.min()) >= -1 and float(t.max()) <= 1
+    assert any('16-bit' in n for n in notices) and any('resized' in n for n in notices)
+    (tmp_path / 'bad.png').write_bytes(b'not an image')
+    with pytest.raises(ValueError, match='cannot read'):
+        common.load_image(tmp_path / 'bad.png')
+    with pytest.raises(ValueError, match='no images'):
+        common.list_images(tmp_path / 'empty') if (tmp_path / 'empty').mkdir() is None else None
+
+#----------------------------------------------------------------------------
+# NGD.
+
+def test_ngd_step_moves_each_code_by_lr():
+    a = torch.randn([3, 5, 8], requires_grad=True)
+    b = torch.randn([2, 4], requires_grad=True)
+    a0, b0 = a.detach().clone(), b.detach().clone()
+    opt = ngd.NGD([a, b], lr=0.03)
+    ((a ** 3).sum() + (b * torch.tensor([1.0, 0, 0, 0])).sum() * 0 + (b[0] ** 2).sum()).backward()
+    opt.step()
+    assert torch.allclose((a.detach() - a0).norm(dim=-1), torch.full([3, 5], 0.03), atol=1e-6)
+    moved = (b.detach() - b0).norm(dim=-1)
+    assert abs(float(moved[0]) - 0.03) < 1e-6 and float(moved[1]) == 0  # zero gradient: no step
+
+
+@pytest.mark.parametrize('spec', ['sr:4', 'inpaint:M'])
+def test_ngd_restores(net, gt, lpips_module, spec):
+    G = net['G_ema']
+    deg = parse_degradation(spec, 16)
+    y = deg.true(gt)
+    res = ngd.invert(G, y, deg, lpips_module, steps=(12, 8, 8), lrs=(0.2, 0.05, 0.05))
+    losses = res.history['w']['loss'] + res.history['w+']['loss'] + res.history['w++']['loss']
+    assert float(res.loss.mean()) < losses[0]
+    assert res.restored.shape == gt.shape and res.styles is not None
+    assert mse(res.restored, gt) < mse(start_image(G), gt)
+
+#----------------------------------------------------------------------------
+# PTI.
+
+@pytest.mark.parametrize('spec', ['sr:4', 'inpaint:M'])
+def test_pti_restores(net, gt, lpips_module, spec):
+    G = net['G_ema']
+    deg = parse_degradation(spec, 16)
+    y = deg.true(gt)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    res = pti.invert(G, y, deg, lpips_module, pivot_steps=25, tune_steps=15, pivot_lr=0.1, tune_lr=3e-3,
+                     lpips_stop=None, locality=(spec == 'sr:4'))
+    assert res.history['tune']['loss'][-1] < res.history['tune']['loss'][0]
+    assert res.history['pivot']['lpips'][-1] < res.history['pivot']['lpips'][0]
+    assert mse(res.restored, gt) < mse(start_image(G), gt)
+    assert res.G is not G
+    for k, v in G.state_dict().items():  # the original generator is untouched
+        assert torch.equal(v, before[k]), k
+
+#----------------------------------------------------------------------------
+# CRI.
+
+def test_cri_chooses_nearest_centroid_and_restores(net, gt, lpips_module):
+    from inversion import cri
+    G = net['G_ema']
+    deg = parse_degradation('inpaint:M', 16)
+    y = deg.true(gt)
+    centroids = cri.cluster_latents(G, num_samples=60, num_clusters=5, seed=0)
+    assert centroids.shape == (5, 16)
+    index, dist = cri.select_centroids(G, centroids, y, deg, lpips_module)
+    wrapped = common.safe_lpips(lpips_module)
+    gen = common.LatentGenerator(G)
+    with torch.no_grad():
+        for n in range(2):
+            manual = [float(wrapped(common.degrade(deg, gen(centroids[k:k + 1])), y[n:n + 1])) for k in range(5)]
+            assert int(index[n]) == int(np.argmin(manual))
+    res = cri.invert(G, y, deg, lpips_module, centroids=centroids, offset_steps=25, offset_lr=0.05, tune_steps=10,
+                     tune_lr=3e-3, lpips_stop=None)
+    assert res.history['offset']['loss'][-1] < res.history['offset']['loss'][0]
+    with torch.no_grad():
+        start = gen(centroids[index])
+    assert mse(res.restored, gt) < mse(start, gt)
+
+#----------------------------------------------------------------------------
+# DGP.
+
+def test_dgp_restores_sr(net, gt, lpips_module):
+    from inversion import dgp
+    G, D = net['G_ema'], net['D']
+    deg = parse_degradation('sr:4', 16)
+    y = deg.true(gt)
+    feats = dgp.discriminator_features(D, gt)
+    assert len(feats) == len(D.block_resolutions) + 1 and all(f.shape[0] == 2 for f in feats)
+    res = dgp.invert(G, y, deg, D=D, stage_steps=(8, 8, 8), w_d=(1, 1, 0.5), w_mse=(10, 10, 50),
+                     g_lrs=(1e-3, 1e-3, 5e-4), latent_lrs=(0.05, 0.02, 0.01), num_candidates=20)
+    assert res.ft_nums == [2, 2, 3]
+    assert res.history['mse'][-1] < res.history['mse'][0]
+    assert float(res.loss.mean()) < res.history['mse'][0]
+    w0 = res.history['init']
+    assert len(w0['best_score']) == 2
+
+#----------------------------------------------------------------------------
+# QC.
+
+def test_qc_recovers_q(qc_net, lpips_module):
+    from inversion import qc
+    G = qc_net['G_ema']
+    w_true = common.sample_ws(G, 2, seed=11)
+    q_true = torch.randn([2, 4], generator=torch.Generator().manual_seed(3)) * 0.3
+    gen = common.LatentGenerator(G)
+    with torch.no_grad():
+        sharp, y = gen(w_true), gen(w_true, q=q_true)
+    res = qc.invert(G, y, None, lpips_module, refine_steps=60, w_lr=0.05, q_lr=0.1, tune_steps=8, tune_lr=1e-3,
+                    lpips_stop=None)
+    assert res.q.shape == (2, 4)
+    assert float((res.q - q_true).norm()) < float(q_true.norm())
+    assert res.history['refine']['loss'][-1] < res.history['refine']['loss'][0]
+    assert 'stats' in res.history['tune']
+    assert mse(res.restored, sharp) < mse(y, sharp) or mse(res.restored, sharp) < mse(start_image(G), sharp)
+
+
+def test_qc_rejects_plain_network(net, gt, lpips_module):
+    from inversion import qc
+    with pytest.raises(ValueError, match='QC-StyleGAN'):
+        qc.invert(net['G_ema'], gt, None, lpips_module)
+
+#----------------------------------------------------------------------------
+# Editing.
+
+def test_sefa_and_direction(net, tmp_path):
+    from inversion import editing
+    G = net['G_ema']
+    dirs, values = editing.sefa_directions(G, 3)
+    assert dirs.shape == (3, 16) and torch.allclose(dirs.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert values[0] >= values[1] >= values[2]
+    np.save(tmp_path / 'd.npy', np.arange(16, dtype=np.float32))
+    d = editing.load_direction(tmp_path / 'd.npy', 16)
+    ws = common.LatentGenerator(G).to_ws(common.sample_ws(G, 1))
+    moved = editing.apply_direction(ws, d, 2.0)
+    assert torch.allclose((moved - ws)[0, 0].norm(), torch.tensor(2.0))
+    np.save(tmp_path / 'bad.npy', np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match='shape'):
+        editing.load_direction(tmp_path / 'bad.npy', 16)
+
+#----------------------------------------------------------------------------
+# invert.py.
+
+def _write_targets(folder, net):
+    folder.mkdir()
+    G = net['G_ema']
+    with torch.no_grad():
+        img = common.LatentGenerator(G)(common.sample_ws(G, 3, seed=5))
+    u8 = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    rgba = np.concatenate([u8[0], np.full([16, 16, 1], 255, np.uint8)], axis=2)
+    PIL.Image.fromarray(rgba, 'RGBA').save(folder / 'a_rgba.png')
+    PIL.Image.fromarray(u8[1]).convert('L').save(folder / 'b_gray.jpg')
+    PIL.Image.fromarray(u8[2].mean(2).astype(np.uint16) * 257).resize((24, 20)).save(folder / 'c_16bit.png')
+    (folder / 'd_corrupt.png').write_bytes(b'\x89PNG broken')
+
+
+def test_invert_cli_mixed_folder(net, tmp_path):
+    from click.testing import CliRunner
+    import invert
+    legacy.save_network_pkl(net, str(tmp_path / 'net.pkl'))
+    _write_targets(tmp_path / 'targets', net)
+    np.save(tmp_path / 'dir.npy', np.ones(16, np.float32))
+    out = tmp_path / 'out'
+    result = CliRunner().invoke(invert.main, [
+        '--network', str(tmp_path / 'net.pkl'), '--target', str(tmp_path / 'targets'), '--method', 'ngd',
+        '--degradation', 'inpaint:M', '--synthesize-degradation', '--steps', '2', '--outdir', str(out),
+        '--device', 'cpu', '--lpips-backbone', 'random', '--edit', str(tmp_path / 'dir.npy'), '--sefa', '2'])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert 'd_corrupt.png' in result.output and 'Skipped 1' in result.output
+    summary = json.loads((out / 'results.json').read_text())
+    assert sorted(summary['images']) == ['a_rgba', 'b_gray', 'c_16bit'] and 'd_corrupt.png' in summary['skipped']
+    assert 'psnr' in summary['images']['a_rgba']
+    for stem in ('a_rgba', 'b_gray', 'c_16bit'):
+        for suffix in ('restored.png', 'degraded.png', 'panel.png', 'latents.npz', 'edit_sharp.png', 'sefa.png'):
+            assert (out / f'{stem}_{suffix}').is_file(), (stem, suffix)
+
+
+def test_invert_cli_bad_input(net, qc_net, tmp_path):
+    from click.testing import CliRunner
+    import invert
+    legacy.save_network_pkl(net, str(tmp_path / 'net.pkl'))
+    (tmp_path / 'empty').mkdir()
+    PIL.Image.fromarray(np.zeros([16, 16, 3], np.uint8)).save(tmp_path / 'x.png')
+    base = ['--network', str(tmp_path / 'net.pkl'), '--outdir', str(tmp_path / 'o'), '--device', 'cpu',
+            '--lpips-backbone', 'random', '--steps', '1']
+    runner = CliRunner()
+    r = runner.invoke(invert.main, base + ['--target', str(tmp_path / 'x.png'), '--method', 'magic'])
+    assert r.exit_code != 0 and 'pti' in r.output and 'ngd' in r.output
+    r = runner.invoke(invert.main, base + ['--target', str(tmp_path / 'x.png'), '--degradation', 'warp:3'])
+    assert r.exit_code != 0 and 'sr' in r.output
+    r = runner.invoke(invert.main, base + ['--target', str(tmp_path / 'empty')])
+    assert r.exit_code != 0 and 'no images' in r.output
+    r = runner.invoke(invert.main, base + ['--target', str(tmp_path / 'x.png'), '--method', 'qc'])
+    assert r.exit_code != 0 and 'QC' in r.output
+
+
+def test_invert_cli_qc_transfer(qc_net, tmp_path):
+    from click.testing import CliRunner
+    import invert
+    legacy.save_network_pkl({k: v for k, v in qc_net.items() if k != 'G_teacher'}, str(tmp_path / 'qc.pkl'))
+    PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    PIL.Image.fromarray((np.random.RandomState(1).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 'r.png')
+    out = tmp_path / 'out'
+    r = CliRunner().invoke(invert.main, [
+        '--network', str(tmp_path / 'qc.pkl'), '--target', str(tmp_path / 't.png'), '--method', 'qc',
+        '--q-from', str(tmp_path / 'r.png'), '--steps', '2', '--outdir', str(out), '--device', 'cpu',
+        '--lpips-backbone', 'random', '--save-generator'])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert (out / 't_q_transfer.png').is_file() and (out / 't_q_interp.png').is_file() and (out / 't_G.pkl').is_file()
+    assert 'q' in np.load(out / 't_latents.npz')
