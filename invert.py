@@ -171,8 +171,14 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             print(f'Note: --encoder is only used by --method qc; ignored for {method}')
         else:
             from training.encoders import load_encoder
-            encoder = load_encoder(encoder_path, G=G, device=device)
-    direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
+            try:  # EncoderError is a ValueError: another network's checkpoint, unreadable file, ...
+                encoder = load_encoder(encoder_path, G=G, device=device)
+            except (ValueError, FileNotFoundError) as err:
+                raise click.ClickException(f'--encoder: {err}')
+    try:
+        direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(f'--edit: {err}')
     random_backbone = lpips_backbone == 'random'
     lpips_alex = build_lpips('alex', random_backbone).to(device)
     lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in ('ngd', 'pti') else None

@@ -45,7 +45,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 
@@ -58,6 +57,7 @@ import torch.nn.functional as F
 import dnnlib
 import legacy
 from torch_utils import custom_ops
+from torch_utils import distributed
 from torch_utils import image_utils
 from torch_utils import misc
 from torch_utils import training_stats
@@ -933,34 +933,20 @@ def next_run_dir(outdir, desc):
     ids = [int(x.group()) for x in ids if x is not None]
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
-def _init_distributed(rank, num_gpus, device_type, init_method):
-    backend = 'nccl' if device_type == 'cuda' else 'gloo'
-    if init_method is None:
-        torch.distributed.init_process_group(backend=backend)
-    else:
-        torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=num_gpus)
-
 def loop_kwargs(args):
     import inspect
     names = set(inspect.signature(training_loop).parameters)
     return {k: v for k, v in args.items() if k in names}
 
-def subprocess_fn(rank, args, temp_dir, local_rank=None, torchrun=False):
+def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
     """Run the training loop in one process with logging and the distributed setup."""
     from training.dataset import DatasetError
     if local_rank is None:
         local_rank = rank
     logger = dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True) if rank == 0 else None
-    if args.device_type == 'cuda':
-        device = torch.device('cuda', local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device('cpu')
-        if args.num_gpus > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
+    device = distributed.process_device(args.device_type, local_rank, args.num_gpus)
     if args.num_gpus > 1 and not torchrun:
-        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
-        _init_distributed(rank, args.num_gpus, args.device_type, f'file://{init_file}')
+        distributed.init_process_group(rank, args.num_gpus, args.device_type, temp_dir)
     training_stats.reset()  # a new run (also when called again in the same process)
     training_stats.init_multiprocessing(rank=rank, sync_device=device if args.num_gpus > 1 else None)
     if rank != 0:
@@ -971,6 +957,7 @@ def subprocess_fn(rank, args, temp_dir, local_rank=None, torchrun=False):
             IDNetworkError, FileNotFoundError) as err:
         print(f'Error: {err}', file=sys.stderr)
         if args.num_gpus > 1 or torchrun:
+            distributed.report_error(temp_dir, rank, err)
             sys.exit(1)
         raise UserError(str(err)) from err
     finally:
@@ -1039,7 +1026,7 @@ def print_options(args):
 @click.option('--resume', help='checkpoint.pt of a run to continue exactly', metavar='CKPT')
 @click.option('-n', '--dry-run', help='Print the options and exit', is_flag=True)
 def main(ctx, outdir, resume, dry_run, **cli):
-    torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and 'LOCAL_RANK' in os.environ
+    torchrun = distributed.started_by_torchrun()
     explicit = {name for name in cli if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     if torchrun:
         world_size = int(os.environ['WORLD_SIZE'])
@@ -1067,30 +1054,17 @@ def main(ctx, outdir, resume, dry_run, **cli):
     os.makedirs(args.run_dir)
     with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'options.json'), 'w') as f:
         json.dump(args, f, indent=2, default=str)
-    torch.multiprocessing.set_start_method('spawn', force=True)
-    with tempfile.TemporaryDirectory() as temp_dir:
-        try:
-            if args.num_gpus == 1:
-                subprocess_fn(0, args, temp_dir)
-            else:
-                torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
-        except UserError as err:
-            raise click.ClickException(str(err))
-        except torch.multiprocessing.ProcessExitedException as err:
-            raise click.ClickException(f'a training process failed ({err}); the others were stopped. '
-                                       f'See {os.path.join(args.run_dir, "log.txt")}')
-        except torch.multiprocessing.ProcessRaisedException as err:
-            last = [line for line in str(err).strip().splitlines() if line.strip()][-1]
-            raise click.ClickException(f'a training process failed: {last}; the others were stopped. '
-                                       f'See {os.path.join(args.run_dir, "log.txt")}')
+    try:
+        distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
+    except (UserError, distributed.LaunchError) as err:
+        raise click.ClickException(str(err))
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process exists already; rank 0 picks the run directory."""
-    rank = int(os.environ['RANK'])
-    local_rank = int(os.environ['LOCAL_RANK'])
+    rank, local_rank, _world_size = distributed.torchrun_ranks()
     if args.device_type == 'cuda':
         torch.cuda.set_device(local_rank)
-    _init_distributed(rank, args.num_gpus, args.device_type, None)
+    distributed.init_process_group(rank, args.num_gpus, args.device_type)
     holder = [None]
     if rank == 0:
         holder[0] = next_run_dir(outdir, desc)
