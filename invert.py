@@ -232,8 +232,6 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         arrays = dict(ws=out.ws.cpu().numpy())
         if out.q is not None:
             arrays['q'] = out.q.cpu().numpy()
-        for k, s in enumerate(out.styles or []):
-            arrays[f'style_{k:02d}'] = s.cpu().numpy()
         if 'centroid_index' in out:
             arrays['centroid_index'] = out.centroid_index.cpu().numpy()
         with dnnlib.util.atomic_write(os.path.join(outdir, f'{stem}_latents.npz'), 'wb') as f:
@@ -250,7 +248,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         # Editing.
         with torch.no_grad():
             if direction is not None:
-                sharp, degr = editing.render_edits(Gr, out.ws, [strength], direction, q=out.q, styles=out.styles)
+                sharp, degr = editing.render_edits(Gr, out.ws, [strength], direction, q=out.q)
                 save_png(sharp[0], os.path.join(outdir, f'{stem}_edit_sharp.png'))
                 degr = common.degrade(degradation, degr[0] if degr is not None else sharp[0], true=True)
                 save_png(degr, os.path.join(outdir, f'{stem}_edit_degraded.png'))
@@ -258,13 +256,13 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                 dirs, _ = editing.sefa_directions(G, sefa)
                 rows = []
                 for d in dirs:
-                    sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d, styles=out.styles)
+                    sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d)
                     rows.append(sharp[:, 0])
                 grid = torch.cat(rows).clamp(-1, 1)
                 save_image(make_grid(to_uint8(rgb(grid)), (3, len(rows))), os.path.join(outdir, f'{stem}_sefa.png'))
             if q_ref is not None:
                 qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
-                imgs = torch.cat([gen(out.ws, q=qq, styles=out.styles)[:1] for qq in qs]).clamp(-1, 1)
+                imgs = torch.cat([gen(out.ws, q=qq)[:1] for qq in qs]).clamp(-1, 1)
                 save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
                 save_image(make_grid(to_uint8(imgs), (len(imgs), 1)), os.path.join(outdir, f'{stem}_q_interp.png'))
         summary['images'][stem] = record

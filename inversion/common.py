@@ -225,9 +225,9 @@ class LatentGenerator:
 
     space 'w':   latent `[N, w_dim]`, broadcast to all num_ws rows;
     space 'w+':  latent `[N, num_ws, w_dim]`;
-    space 'w++': a W+ latent plus `styles`, a list (one per affine layer, forward order) of
-                 per-sample offsets `[N, C_in]` added to that layer's style vector (the affine
-                 output) through forward hooks: layer-wise (filter-input-wise) style control.
+    space 'w++': latent `[N, num_ws, K, w_dim]`, one code per output filter of every layer
+                 (K = `G.synthesis.max_filters`; the robust NGD paper's filter-wise space,
+                 rendered natively by the synthesis network). `to_wpp` lifts a W+ latent.
 
     `G` may be swapped (e.g. for a tuned copy); the wrapper never changes G's weights.
     """
@@ -249,35 +249,20 @@ class LatentGenerator:
             return latent.unsqueeze(1).repeat([1, self.num_ws, 1])
         return latent
 
-    def zero_styles(self, batch, device=None):
-        device = device or next(self.G.parameters()).device
-        return [torch.zeros([batch, m.out_features], device=device) for _, m in affine_layers(self.G)]
+    def to_wpp(self, latent):
+        """W or W+ -> W++: every row repeated once per output filter (renders the same image)."""
+        ws = self.to_ws(latent)
+        if ws.ndim == 4:
+            return ws
+        return ws.unsqueeze(2).repeat([1, 1, self.G.synthesis.max_filters, 1])
 
-    @contextlib.contextmanager
-    def style_offsets(self, styles, G=None):
-        """Add `styles[k]` to the output of the k-th affine layer while the context is active."""
-        G = G or self.G
-        handles = []
-        try:
-            if styles is not None:
-                layers = affine_layers(G)
-                if len(layers) != len(styles):
-                    raise ValueError(f'expected {len(layers)} style offsets, got {len(styles)}')
-                for (_, module), offset in zip(layers, styles):
-                    handles.append(module.register_forward_hook(lambda _m, _i, out, off=offset: out + off.to(out.dtype)))
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-    def __call__(self, latent, q=None, styles=None, G=None, noise_mode=None):
+    def __call__(self, latent, q=None, G=None, noise_mode=None):
         """Render `[N, C, R, R]` in about [-1, 1]. q: None (sharp) or `[N, q_dim]`."""
         G = G or self.G
         ws = self.to_ws(latent)
         if q is not None and self.q_dim == 0:
             q = None
-        with self.style_offsets(styles, G=G):
-            return G.synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True)
+        return G.synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True)
 
 #----------------------------------------------------------------------------
 # Losses shared by the tuning loops.
@@ -331,7 +316,7 @@ def requires_grad(module, flag):
 #----------------------------------------------------------------------------
 # Pivotal tuning.
 
-def tune_generator(G, ws, target, degradation, lpips_module, q=None, styles=None, steps=350, lr=3e-4,
+def tune_generator(G, ws, target, degradation, lpips_module, q=None, steps=350, lr=3e-4,
                    lpips_stop=0.06, mse_weight=1.0, lpips_weight=1.0, locality=False, locality_alpha=30.0,
                    locality_weight=0.1, locality_psi=0.5, stats_weight=0.0, seed=0, progress=False, desc='tune'):
     """Fine-tune a copy of `G` so that f^(G(ws, q)) matches `target` (PTI stage B).
@@ -358,11 +343,11 @@ def tune_generator(G, ws, target, degradation, lpips_module, q=None, styles=None
     history = dict(loss=[], lpips=[], mse=[])
     if stats_weight and q is not None:
         with torch.no_grad():
-            delta0 = LatentGenerator(G0)(ws, q=q, styles=styles) - LatentGenerator(G0)(ws, styles=styles)
+            delta0 = LatentGenerator(G0)(ws, q=q) - LatentGenerator(G0)(ws)
         history['stats'] = []
     rng = torch.Generator().manual_seed(int(seed))
     for _step in tqdm(range(int(steps)), desc=desc, disable=not progress, leave=False):
-        img = gen(ws, q=q, styles=styles)
+        img = gen(ws, q=q)
         pred = degrade(degradation, img)
         total, lp = mse_lpips(lpips_module, pred, target, mse_weight, lpips_weight)
         loss = total.mean()
@@ -372,7 +357,7 @@ def tune_generator(G, ws, target, degradation, lpips_module, q=None, styles=None
             history['loss'].append(float(loss.detach()))
             break
         if stats_weight and q is not None:
-            sharp = gen(ws, styles=styles) if q is not None else img
+            sharp = gen(ws) if q is not None else img
             st = residual_stats_loss(img - sharp, delta0)
             history['stats'].append(float(st.detach()))
             loss = loss + stats_weight * st
@@ -405,21 +390,19 @@ class InversionResult(dnnlib.EasyDict):
     degraded  `[N, C, R, R]`: the re-degraded estimate before the operator's resampling, i.e.
               G(w, q) for QC and the clean estimate otherwise (apply `degrade(..., true=True)` to
               compare with the observation);
-    ws        `[N, num_ws, w_dim]`, q `[N, q_dim]` or None, styles (W++ offsets) or None;
+    ws        `[N, num_ws, w_dim]` (or W++ `[N, num_ws, K, w_dim]`), q `[N, q_dim]` or None;
     G         the generator to render with (tuned copy or the original);
     history   {phase: {name: [per-step values]}}; `loss` the final per-sample loss `[N]`.
     """
 
 
-def finish(gen, ws, q=None, styles=None, G=None, history=None, loss=None, **extra):
+def finish(gen, ws, q=None, G=None, history=None, loss=None, **extra):
     with torch.no_grad():
         G = G or gen.G
-        restored = gen(ws, styles=styles, G=G)
-        degraded = gen(ws, q=q, styles=styles, G=G) if q is not None else restored
+        restored = gen(ws, G=G)
+        degraded = gen(ws, q=q, G=G) if q is not None else restored
     return InversionResult(restored=restored.detach(), degraded=degraded.detach(), ws=ws.detach(),
-                           q=None if q is None else q.detach(),
-                           styles=None if styles is None else [s.detach() for s in styles],
-                           G=G, history=history or {}, loss=loss, **extra)
+                           q=None if q is None else q.detach(), G=G, history=history or {}, loss=loss, **extra)
 
 
 def check_batch(target, degradation=None):

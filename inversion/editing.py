@@ -54,13 +54,13 @@ def interpolate_q(q_a, q_b, steps=5):
 
 
 @torch.no_grad()
-def render_edits(G, ws, strengths, direction, q=None, styles=None):
+def render_edits(G, ws, strengths, direction, q=None):
     """Sharp (and, with q, degraded) renders `[S, N, C, R, R]` for each strength."""
     gen = common.LatentGenerator(G)
     sharp, degraded = [], []
     for s in strengths:
         e = apply_direction(ws, direction, s)
-        sharp.append(gen(e, styles=styles))
+        sharp.append(gen(e))
         if q is not None:
-            degraded.append(gen(e, q=q, styles=styles))
+            degraded.append(gen(e, q=q))
     return torch.stack(sharp), (torch.stack(degraded) if q is not None else None)

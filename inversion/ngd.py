@@ -2,10 +2,9 @@
 normalised gradient descent and the multiscale LPIPS + L1 loss, one hyperparameter set for all
 tasks (150 steps per phase at lr 0.08 / 0.02 / 0.005, times `lr_scale`).
 
-W++ here is layer-wise style control: every affine output (the style vector of each modulated
-conv and ToRGB) gets its own per-sample offset, initialised to zero on top of the W+ result (see
-`common.LatentGenerator`). Upstream uses one W code per output filter; the per-layer style offset
-is this project's lighter stand-in with the same warm-start structure.
+W++ is the paper's filter-wise space: one w code per output filter of every layer
+(`[N, num_ws, K, w_dim]`), initialised by repeating each W+ row; the synthesis network renders it
+natively (one style vector per filter, then the usual demodulation). NGD normalises each code.
 """
 
 import torch
@@ -68,29 +67,24 @@ def invert(G, target, degradation=None, lpips_module=None, steps=(150, 150, 150)
     device = target.device
     mask = common.observation_mask(degradation, target)
     w = G.mapping.w_avg.detach().to(device).reshape(1, -1).repeat(N, 1)
-    styles = None
     history = {}
     for phase, n_steps, lr in zip(PHASES, steps, lrs):
         if phase == 'w+':
             w = gen.to_ws(w.detach())
         if phase == 'w++':
-            styles = [s.requires_grad_(True) for s in gen.zero_styles(N, device)]
-            params = styles
-        else:
-            w = w.detach().requires_grad_(True)
-            params = [w]
-        opt = NGD(params, lr=lr * lr_scale)
+            w = gen.to_wpp(w.detach())
+        w = w.detach().requires_grad_(True)
+        opt = NGD([w], lr=lr * lr_scale)
         h = history[phase] = dict(loss=[])
         for _ in tqdm(range(int(n_steps)), desc=f'NGD {phase}', disable=not progress, leave=False):
-            pred = common.degrade(degradation, gen(w, q=q, styles=styles))
+            pred = common.degrade(degradation, gen(w, q=q))
             loss = loss_fn(pred, target, mask=mask) if mask is not None else loss_fn(pred, target)
             h['loss'].append(float(loss.detach().mean()))
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
     w = w.detach()
-    styles = None if styles is None else [s.detach() for s in styles]
     with torch.no_grad():
-        pred = common.degrade(degradation, gen(w, q=q, styles=styles))
+        pred = common.degrade(degradation, gen(w, q=q))
         final = loss_fn(pred, target, mask=mask) if mask is not None else loss_fn(pred, target)
-    return common.finish(gen, gen.to_ws(w), q=q, styles=styles, history=history, loss=final.detach())
+    return common.finish(gen, gen.to_ws(w), q=q, history=history, loss=final.detach())

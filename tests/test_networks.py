@@ -285,3 +285,20 @@ def test_resolution_must_be_power_of_two():
         networks.Discriminator(c_dim=0, img_resolution=24, img_channels=3)
 
 #----------------------------------------------------------------------------
+
+def test_filterwise_wpp_latents():
+    """W++ (one code per output filter): repeated W+ rows render the same image; each filter's code matters."""
+    G = small_G()
+    ws = G.mapping(torch.randn([2, 16]), None)
+    K = G.synthesis.max_filters
+    wpp = ws.detach().unsqueeze(2).repeat([1, 1, K, 1]).requires_grad_(True)
+    ref = G.synthesis(ws, noise_mode='const', fused_modconv=True)
+    out = G.synthesis(wpp, noise_mode='const')
+    assert torch.allclose(out, ref, atol=1e-5)
+    out.square().sum().backward()
+    # Codes beyond a layer's filters get no gradient; e.g. ToRGB (3 filters) of the last block.
+    last_row = wpp.grad[:, -1]
+    assert last_row[:, :3].abs().sum() > 0 and float(last_row[:, 3:].abs().sum()) == 0
+    moved = wpp.detach().clone()
+    moved[:, 1, 0] += 1.0  # the first filter of one layer
+    assert (G.synthesis(moved, noise_mode='const') - ref).abs().max() > 1e-4

@@ -28,13 +28,17 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
     """Scale `x` to unit root-mean-square along `dim`."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
+def _rows(styles, start, stop):
+    """Filter-wise styles `[N, K, C]` -> the rows of output filters start..stop; plain `[N, C]` unchanged."""
+    return styles[:, start:stop] if styles.ndim == 3 else styles
+
 #----------------------------------------------------------------------------
 
 @misc.profiled_function
 def modulated_conv2d(
     x,                          # Input tensor [batch_size, in_channels, in_height, in_width].
     weight,                     # Weight tensor [out_channels, in_channels, kernel_height, kernel_width].
-    styles,                     # Per-sample modulation [batch_size, in_channels].
+    styles,                     # Per-sample modulation [batch_size, in_channels], or filter-wise [batch_size, out_channels, in_channels].
     noise           = None,     # Optional noise added to the output, broadcastable to [batch_size, out_channels, out_height, out_width].
     up              = 1,        # Integer upsampling factor.
     down            = 1,        # Integer downsampling factor.
@@ -44,23 +48,31 @@ def modulated_conv2d(
     flip_weight     = True,     # False = convolution, True = correlation (matches torch.nn.functional.conv2d).
     fused_modconv   = True,     # One grouped convolution with per-sample weights (fast at inference)?
 ):
-    """StyleGAN2 modulated convolution. Returns `[batch_size, out_channels, out_height, out_width]`."""
+    """StyleGAN2 modulated convolution. Returns `[batch_size, out_channels, out_height, out_width]`.
+
+    Filter-wise styles (one style vector per output filter, the W++ space of robust GAN
+    inversion) always take the fused path.
+    """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     misc.assert_shape(weight, [out_channels, in_channels, kh, kw])
     misc.assert_shape(x, [batch_size, in_channels, None, None])
-    misc.assert_shape(styles, [batch_size, in_channels])
+    filterwise = (styles.ndim == 3)
+    misc.assert_shape(styles, [batch_size, out_channels, in_channels] if filterwise else [batch_size, in_channels])
+    if filterwise:
+        fused_modconv = True
 
     # Scale down before the fp16 convolution; demodulation cancels the scale exactly.
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+        styles = styles / styles.flatten(1).norm(float('inf'), dim=1).reshape([-1] + [1] * (styles.ndim - 1))
 
     # Per-sample weights and demodulation coefficients.
     w = None
     dcoefs = None
     if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # [NOIkk]
+        style_shape = [batch_size, out_channels, in_channels, 1, 1] if filterwise else [batch_size, 1, in_channels, 1, 1]
+        w = weight.unsqueeze(0) * styles.reshape(style_shape)  # [NOIkk]
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [NO]
     if demodulate and fused_modconv:
@@ -121,8 +133,10 @@ class FullyConnectedLayer(torch.nn.Module):
             if self.bias_gain != 1:
                 b = b * self.bias_gain
 
-        if self.activation == 'linear' and b is not None:
+        if self.activation == 'linear' and b is not None and x.ndim == 2:
             x = torch.addmm(b.unsqueeze(0), x, w.t())
+        elif self.activation == 'linear' and b is not None:  # [N, K, in]: one style per filter (W++)
+            x = x.matmul(w.t()) + b
         else:
             x = x.matmul(w.t())
             x = bias_act.bias_act(x, b, act=self.activation)
@@ -305,6 +319,9 @@ class SynthesisLayer(torch.nn.Module):
     def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1, split_at=None):
         """x: `[N, in_channels, res/up, res/up]`, w: `[N, w_dim]` -> `[N, out_channels, res, res]`.
 
+        w may also be `[N, K, w_dim]` with K >= out_channels: one latent code per output filter
+        (W++); codes beyond out_channels are unused.
+
         noise_mode: 'random' (fresh per call), 'const' (the stored `noise_const`) or 'none'.
         split_at:   None, or C: return the output channels `[:C]` and `[C:]` as two tensors,
                     computed as two convolutions. Demodulation, noise, bias and activation act per
@@ -323,10 +340,11 @@ class SynthesisLayer(torch.nn.Module):
         if self.use_noise and noise_mode == 'const':
             noise = self.noise_const * self.noise_strength
 
+        out_channels = self.weight.shape[0]
         if split_at is None:
-            return self._conv(x, styles, noise, self.weight, self.bias, fused_modconv, gain)
-        return (self._conv(x, styles, noise, self.weight[:split_at], self.bias[:split_at], fused_modconv, gain),
-                self._conv(x, styles, noise, self.weight[split_at:], self.bias[split_at:], fused_modconv, gain))
+            return self._conv(x, _rows(styles, 0, out_channels), noise, self.weight, self.bias, fused_modconv, gain)
+        return (self._conv(x, _rows(styles, 0, split_at), noise, self.weight[:split_at], self.bias[:split_at], fused_modconv, gain),
+                self._conv(x, _rows(styles, split_at, out_channels), noise, self.weight[split_at:], self.bias[split_at:], fused_modconv, gain))
 
     def _conv(self, x, styles, noise, weight, bias, fused_modconv, gain):
         flip_weight = (self.up == 1)  # The transposed convolution used for up=2 flips by itself.
@@ -355,7 +373,7 @@ class ToRGBLayer(torch.nn.Module):
         self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
 
     def forward(self, x, w, fused_modconv=True):
-        styles = self.affine(w) * self.weight_gain
+        styles = _rows(self.affine(w) * self.weight_gain, 0, self.weight.shape[0])
         x = modulated_conv2d(x=x, weight=self.weight, styles=styles, demodulate=False, fused_modconv=fused_modconv)
         x = bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
         return x
@@ -440,7 +458,7 @@ class SynthesisBlock(torch.nn.Module):
         ws: `[N, num_conv + num_torgb, w_dim]`, q: `[N, q_dim]` or None (= zeros: sharp)
         -> (x `[N, out_channels, res, res]`, img `[N, img_channels, res, res]`), plus the conv1 content
         features `[N, out_channels, res, res]` (before any DegradBlock residual) if `return_features`."""
-        misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
+        misc.assert_shape(ws, [None, self.num_conv + self.num_torgb] + [None] * (ws.ndim - 3) + [self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = self.compute_dtype(ws.device, force_fp32)
         memory_format = torch.channels_last if self.channels_last and dtype == torch.float16 else torch.contiguous_format
@@ -549,8 +567,9 @@ class SynthesisNetwork(torch.nn.Module):
             setattr(self, f'b{res}', block)
 
     def split_ws(self, ws):
-        """Split `[N, num_ws, w_dim]` into the per-block slices; ToRGB shares its w with the next conv0."""
-        misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
+        """Split `[N, num_ws, w_dim]` (or filter-wise `[N, num_ws, K, w_dim]`, W++) into the per-block
+        slices; ToRGB shares its w with the next conv0."""
+        misc.assert_shape(ws, [None, self.num_ws] + [None] * (ws.ndim - 3) + [self.w_dim])
         ws = ws.to(torch.float32)
         block_ws = []
         w_idx = 0
@@ -559,6 +578,11 @@ class SynthesisNetwork(torch.nn.Module):
             block_ws.append(ws.narrow(1, w_idx, block.num_conv + block.num_torgb))
             w_idx += block.num_conv
         return block_ws
+
+    @property
+    def max_filters(self):
+        """Output filters of the widest layer: the K of filter-wise (W++) latents `[N, num_ws, K, w_dim]`."""
+        return max(m.weight.shape[0] for m in self.modules() if isinstance(m, (SynthesisLayer, ToRGBLayer)))
 
     def check_q(self, q, batch_size):
         """Validate a quality code: None (sharp) or `[N, q_dim]`; all-zero q is the same as None."""
@@ -573,7 +597,8 @@ class SynthesisNetwork(torch.nn.Module):
         return q
 
     def forward(self, ws, q=None, return_features=False, **block_kwargs):
-        """ws: `[N, num_ws, w_dim]`, q: `[N, q_dim]` or None (sharp) -> image `[N, img_channels, R, R]` float32.
+        """ws: `[N, num_ws, w_dim]` (or W++ `[N, num_ws, K, w_dim]`, K >= the widest layer),
+        q: `[N, q_dim]` or None (sharp) -> image `[N, img_channels, R, R]` float32.
 
         With `return_features`, returns `(img, features)`: the conv1 outputs `[N, C, r, r]` of the
         `feature_resolutions` blocks (low to high resolution), before any DegradBlock residual;
