@@ -19,7 +19,6 @@ Examples:
 import copy
 import json
 import os
-import re
 import sys
 
 import click
@@ -357,15 +356,6 @@ def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
 
 #----------------------------------------------------------------------------
 
-def next_run_dir(outdir, desc):
-    prev_run_dirs = []
-    if os.path.isdir(outdir):
-        prev_run_dirs = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))]
-    prev_run_ids = [re.match(r'^\d+', x) for x in prev_run_dirs]
-    prev_run_ids = [int(x.group()) for x in prev_run_ids if x is not None]
-    cur_run_id = max(prev_run_ids, default=-1) + 1
-    return os.path.join(outdir, f'{cur_run_id:05d}-{desc}')
-
 def print_options(args, desc):
     print()
     print('Training options:')
@@ -501,7 +491,7 @@ def main(ctx, outdir, dry_run, **config_kwargs):
         _run_torchrun(args, outdir, desc, dry_run)
         return
 
-    args.run_dir = next_run_dir(outdir, desc)
+    args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
     print_options(args, desc)
     if dry_run:
         print('Dry run; exiting.')
@@ -520,17 +510,12 @@ def main(ctx, outdir, dry_run, **config_kwargs):
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process already exists; rank 0 picks the run directory."""
-    rank, local_rank, _world_size = distributed.torchrun_ranks()
-    if args.device_type == 'cuda':
-        torch.cuda.set_device(local_rank)
-    distributed.init_process_group(rank, args.num_gpus, args.device_type)
-    holder = [None]
-    if rank == 0:
-        holder[0] = next_run_dir(outdir, desc)
+    def choose_run_dir():
+        run_dir = dnnlib.util.next_run_dir(outdir, desc)
         if not dry_run:
-            os.makedirs(holder[0])
-    torch.distributed.broadcast_object_list(holder, src=0)
-    args.run_dir = holder[0]
+            os.makedirs(run_dir)
+        return run_dir
+    rank, local_rank, args.run_dir = distributed.torchrun_setup(args.num_gpus, args.device_type, choose_run_dir)
     if rank == 0:
         print_options(args, desc)
         if not dry_run:

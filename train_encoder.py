@@ -43,7 +43,6 @@ checkpoint.pt (latest, for --resume and for inference) and best.pt (lowest valid
 
 import json
 import os
-import re
 import sys
 import time
 import warnings
@@ -334,28 +333,6 @@ def step_kind(coach, step, has_degraded):
 #----------------------------------------------------------------------------
 # RNG state (tensors and numbers only, so checkpoints load with weights_only=True).
 
-def _rng_state(device):
-    _kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = dict(torch=torch.get_rng_state(), numpy_keys=torch.from_numpy(keys.astype(np.int64)),
-                 numpy_pos=int(pos), numpy_has_gauss=int(has_gauss), numpy_gauss=float(gauss))
-    if device.type == 'cuda':
-        state['cuda'] = torch.cuda.get_rng_state(device)
-    return state
-
-def _set_rng_state(state, device):
-    torch.set_rng_state(state['torch'])
-    np.random.set_state(('MT19937', state['numpy_keys'].numpy().astype(np.uint32), state['numpy_pos'],
-                         state['numpy_has_gauss'], state['numpy_gauss']))
-    if device.type == 'cuda' and 'cuda' in state:
-        torch.cuda.set_rng_state(state['cuda'], device)
-
-def _gather(obj, num_gpus):
-    if num_gpus == 1:
-        return [obj]
-    out = [None] * num_gpus
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
 #----------------------------------------------------------------------------
 
 def make_optimizer(name, params, lr):
@@ -584,7 +561,7 @@ def training_loop(
         loader = iter(torch.utils.data.DataLoader(train_subset, sampler=sampler, batch_size=batch_gpu, **loader_kwargs))
     if checkpoint is not None:
         rngs = checkpoint['rng']
-        _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], device)
+        misc.set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], device)
 
     # Logs.
     stats_collector = training_stats.Collector(regex='.*')
@@ -692,7 +669,7 @@ def training_loop(
                 if write_files:
                     write_checkpoint(os.path.join(run_dir, 'best.pt'), step)
         if is_snap:
-            rng_states = _gather(_rng_state(device), num_gpus)
+            rng_states = misc.all_gather_objects(misc.rng_state(device), num_gpus)
             if rank == 0 and write_files:
                 path = os.path.join(run_dir, 'checkpoint.pt')
                 write_checkpoint(path, step, rng_states)
@@ -925,14 +902,6 @@ def resume_args(ckpt_path, cli, explicit):
     args.init_encoder = None
     return args
 
-def next_run_dir(outdir, desc):
-    prev = []
-    if os.path.isdir(outdir):
-        prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))]
-    ids = [re.match(r'^\d+', x) for x in prev]
-    ids = [int(x.group()) for x in ids if x is not None]
-    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
-
 def loop_kwargs(args):
     import inspect
     names = set(inspect.signature(training_loop).parameters)
@@ -1046,7 +1015,7 @@ def main(ctx, outdir, resume, dry_run, **cli):
     if torchrun:
         _run_torchrun(args, outdir, desc, dry_run)
         return
-    args.run_dir = next_run_dir(outdir, desc)
+    args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
     print_options(args)
     if dry_run:
         print('Dry run; exiting.')
@@ -1061,17 +1030,12 @@ def main(ctx, outdir, resume, dry_run, **cli):
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process exists already; rank 0 picks the run directory."""
-    rank, local_rank, _world_size = distributed.torchrun_ranks()
-    if args.device_type == 'cuda':
-        torch.cuda.set_device(local_rank)
-    distributed.init_process_group(rank, args.num_gpus, args.device_type)
-    holder = [None]
-    if rank == 0:
-        holder[0] = next_run_dir(outdir, desc)
+    def choose_run_dir():
+        run_dir = dnnlib.util.next_run_dir(outdir, desc)
         if not dry_run:
-            os.makedirs(holder[0])
-    torch.distributed.broadcast_object_list(holder, src=0)
-    args.run_dir = holder[0]
+            os.makedirs(run_dir)
+        return run_dir
+    rank, local_rank, args.run_dir = distributed.torchrun_setup(args.num_gpus, args.device_type, choose_run_dir)
     if rank == 0:
         print_options(args)
         if not dry_run:

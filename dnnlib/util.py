@@ -802,3 +802,18 @@ def atomic_write(path: str, mode: str = 'wb'):
         except OSError:
             pass
         raise
+
+
+# ------------------------------------------------------------------------------------------
+# Run directories
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """`outdir/NNNNN-desc` with NNNNN one more than the largest leading number among the folders
+    already in `outdir` (the NVlabs run-folder convention). Does not create the folder."""
+    prev = []
+    if os.path.isdir(outdir):
+        prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))]
+    ids = [re.match(r'^\d+', x) for x in prev]
+    ids = [int(x.group()) for x in ids if x is not None]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')

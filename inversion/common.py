@@ -14,7 +14,6 @@
 Images are float tensors `[N, C, H, W]` in [-1, 1] unless stated otherwise.
 """
 
-import contextlib
 import copy
 import os
 import warnings

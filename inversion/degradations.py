@@ -17,7 +17,6 @@ CVPR'23, section 6 / benchmark code), as summarized in shared/reference/inversio
 
 import math
 import os
-import re
 
 import numpy as np
 import torch

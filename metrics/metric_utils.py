@@ -167,7 +167,7 @@ def _open_detector(url, local, verbose):
     if local is not None and not os.path.isfile(local):
         raise DetectorError(f'Feature detector file not found: "{local}"' +
                             (f' (given for "{url}")' if local != url else '') +
-                            f'; pass the path of an existing .pt or .pkl detector file', url=url)
+                            '; pass the path of an existing .pt or .pkl detector file', url=url)
     try:
         with dnnlib.util.open_url(url, verbose=verbose) as f:
             return _load_detector_file(f, url)

@@ -2,7 +2,6 @@
 targets it generated itself (ground truth known). CPU, small step counts."""
 
 import json
-import os
 import sys
 import types
 

@@ -12,7 +12,6 @@ import zipfile
 import numpy as np
 import PIL.Image
 import pytest
-import scipy.io
 import torch
 from click.testing import CliRunner
 

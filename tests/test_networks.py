@@ -1,6 +1,5 @@
 """Generator and discriminator: official names/shapes, parameter counts, forward semantics."""
 
-import copy
 
 import numpy as np
 import pytest

@@ -1,9 +1,6 @@
 """QC-StyleGAN generator: DegradBlocks, exact q = 0 identity, homogeneity, names, conversion."""
 
-import io
-import pickle
 
-import numpy as np
 import pytest
 import torch
 

@@ -57,6 +57,17 @@ def process_device(device_type, local_rank, num_procs):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_procs))
     return torch.device('cpu')
 
+def torchrun_setup(num_procs, device_type, choose_run_dir):
+    """In a torchrun process: join the group; rank 0 calls `choose_run_dir()` and every rank gets
+    its result. Returns (rank, local_rank, run_dir)."""
+    rank, local_rank, _world_size = torchrun_ranks()
+    if device_type == 'cuda':
+        torch.cuda.set_device(local_rank)
+    init_process_group(rank, num_procs, device_type)
+    holder = [choose_run_dir() if rank == 0 else None]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return rank, local_rank, holder[0]
+
 class LaunchError(RuntimeError):
     """A launched process failed; the message is one line."""
 

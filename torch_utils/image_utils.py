@@ -1,6 +1,5 @@
 """Converting network outputs to images and writing them (single PNGs and grids), atomically."""
 
-import os
 
 import numpy as np
 import PIL.Image

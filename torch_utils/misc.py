@@ -267,3 +267,41 @@ def print_module_summary(module, inputs, max_nesting=3, skip_redundant=True):
     return outputs
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# RNG states for exact resume (tensors and numbers only, so checkpoints load with weights_only=True).
+
+def rng_state(device):
+    """The torch (CPU and, for a CUDA device, CUDA) and numpy global RNG states as a plain dict."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    assert kind == 'MT19937'
+    state = dict(torch=torch.get_rng_state(), numpy_keys=torch.from_numpy(keys.astype(np.int64)),
+                 numpy_pos=int(pos), numpy_has_gauss=int(has_gauss), numpy_gauss=float(cached_gaussian))
+    if torch.device(device).type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+def set_rng_state(state, device):
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state['torch'])
+    np.random.set_state(('MT19937', state['numpy_keys'].numpy().astype(np.uint32), state['numpy_pos'],
+                         state['numpy_has_gauss'], state['numpy_gauss']))
+    if torch.device(device).type == 'cuda' and 'cuda' in state:
+        torch.cuda.set_rng_state(state['cuda'], device)
+
+@contextlib.contextmanager
+def preserve_rng(device):
+    """Run a block without changing the torch/numpy RNG streams (keeps a resumed run exact)."""
+    state = rng_state(device)
+    try:
+        yield
+    finally:
+        set_rng_state(state, device)
+
+def all_gather_objects(obj, num_procs):
+    """[obj of rank 0, obj of rank 1, ...] (just [obj] for a single process)."""
+    if num_procs == 1:
+        return [obj]
+    gathered = [None] * num_procs
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered

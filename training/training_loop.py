@@ -15,7 +15,6 @@ import copy
 import errno
 import json
 import os
-import pickle
 import time
 
 import numpy as np
@@ -86,39 +85,6 @@ def save_float_grid(img, path, grid_size, drange):
     image_utils.save_image_grid(torch.as_tensor(img), path, drange=drange, grid_size=grid_size)
 
 #----------------------------------------------------------------------------
-
-def _rng_state(device):
-    """RNG states as tensors and numbers only, so checkpoints load with `weights_only=True`."""
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    state = dict(torch=torch.get_rng_state(), numpy_keys=torch.from_numpy(keys.astype(np.int64)),
-                 numpy_pos=int(pos), numpy_has_gauss=int(has_gauss), numpy_gauss=float(cached_gaussian))
-    assert kind == 'MT19937'
-    if device.type == 'cuda':
-        state['cuda'] = torch.cuda.get_rng_state(device)
-    return state
-
-def _set_rng_state(state, device):
-    torch.set_rng_state(state['torch'])
-    np.random.set_state(('MT19937', state['numpy_keys'].numpy().astype(np.uint32), state['numpy_pos'],
-                         state['numpy_has_gauss'], state['numpy_gauss']))
-    if device.type == 'cuda' and 'cuda' in state:
-        torch.cuda.set_rng_state(state['cuda'], device)
-
-class _preserve_rng:
-    """Run a block without changing the torch/numpy RNG streams of training (keeps resume exact)."""
-    def __init__(self, device):
-        self.device = device
-    def __enter__(self):
-        self.state = _rng_state(self.device)
-    def __exit__(self, *exc):
-        _set_rng_state(self.state, self.device)
-
-def _all_gather_objects(obj, num_gpus):
-    if num_gpus == 1:
-        return [obj]
-    gathered = [None] * num_gpus
-    torch.distributed.all_gather_object(gathered, obj)
-    return gathered
 
 def _write_atomic(writer, path, what):
     """Run `writer(path)`; turn a full disk or other OS error into one clear message."""
@@ -335,7 +301,7 @@ def training_loop(
         batch_idx = int(checkpoint['batch_idx'])
         if ada_stats is not None and rank == 0 and checkpoint.get('ada_pending') is not None:
             training_stats.report_moments('Loss/signs/real', checkpoint['ada_pending'])
-        _set_rng_state(checkpoint['rng'][rank] if rank < len(checkpoint['rng']) else checkpoint['rng'][0], device)
+        misc.set_rng_state(checkpoint['rng'][rank] if rank < len(checkpoint['rng']) else checkpoint['rng'][0], device)
 
     # Every rank starts from rank 0's weights.
     for module in [G, D, G_ema, augment_pipe, D_degraded, G_teacher]:
@@ -343,7 +309,7 @@ def training_loop(
 
     # Print network summaries.
     if rank == 0 and checkpoint is None:
-        with _preserve_rng(device), torch.no_grad():
+        with misc.preserve_rng(device), torch.no_grad():
             G.eval()  # train mode would update w_avg
             z = torch.zeros([batch_gpu, G.z_dim], device=device)
             c = torch.zeros([batch_gpu, G.c_dim], device=device)
@@ -503,7 +469,7 @@ def training_loop(
                     if isinstance(module, torch.nn.Module):
                         misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
             ada_pending = ada_stats.pending_moments('Loss/signs/real') if ada_stats is not None else None
-            rng_states = _all_gather_objects(_rng_state(device), num_gpus)
+            rng_states = misc.all_gather_objects(misc.rng_state(device), num_gpus)
             if rank == 0:
                 snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
                 _write_atomic(lambda path: legacy.save_network_pkl(snapshot_data, path), snapshot_pkl, 'network snapshot')
@@ -534,7 +500,7 @@ def training_loop(
                     modes = [('sharp', sharp_kwargs), ('degraded', dict(training_set_kwargs))]
                 for metric in metrics:
                     for q_mode, dataset_kwargs in modes:
-                        with _preserve_rng(device):
+                        with misc.preserve_rng(device):
                             metric_result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=dataset_kwargs,
                                                                     num_gpus=num_gpus, rank=rank, device=device, q_mode=q_mode)
                         if q_mode == 'degraded':
