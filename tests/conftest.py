@@ -36,3 +36,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+@pytest.fixture(scope='session')
+def faces16(tmp_path_factory):
+    """32 of the embedded LFW faces at 16x16 as a dataset zip (training tests)."""
+    import dataset_tool
+    path = str(tmp_path_factory.mktemp('data') / 'faces16.zip')
+    dataset_tool.convert_dataset(source='builtin:lfw-faces', dest=path, max_images=32, resolution=16,
+                                 transform=None, resize_filter='lanczos', channels=3)
+    return path

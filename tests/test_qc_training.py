@@ -17,14 +17,6 @@ from training import training_loop
 #----------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def faces16(tmp_path_factory):
-    import dataset_tool
-    path = str(tmp_path_factory.mktemp('data') / 'faces16.zip')
-    dataset_tool.convert_dataset(source='builtin:lfw-faces', dest=path, max_images=32, resolution=16,
-                                 transform=None, resize_filter='lanczos', channels=3)
-    return path
-
-@pytest.fixture(scope='module')
 def stock16(tmp_path_factory):
     """A small plain StyleGAN2 network pickle (random weights) to fine-tune."""
     torch.manual_seed(0)

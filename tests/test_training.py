@@ -21,15 +21,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #----------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def faces16(tmp_path_factory):
-    """The embedded LFW faces at 16x16 as a dataset zip."""
-    import dataset_tool
-    path = str(tmp_path_factory.mktemp('data') / 'faces16.zip')
-    dataset_tool.convert_dataset(source='builtin:lfw-faces', dest=path, max_images=32, resolution=16,
-                                 transform=None, resize_filter='lanczos', channels=3)
-    return path
-
 def loop_kwargs(data, run_dir, aug='ada', **overrides):
     """training_loop kwargs for a very small network on 16x16 data (fast on CPU)."""
     _desc, args = train.setup_training_loop_kwargs(data=data, cfg='tiny', aug=aug, workers=0, device='cpu', batch=8)
