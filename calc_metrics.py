@@ -20,7 +20,6 @@ Quick variants: fid10k_full, fid1k_full, fid100_full, kid10k_full, is10k, pr10k3
 
 import copy
 import os
-import sys
 
 import click
 import numpy as np
@@ -67,7 +66,7 @@ def subprocess_fn(rank, args, temp_dir):
     torch.manual_seed(args.seed * args.num_gpus + rank)
     np.random.seed((args.seed * args.num_gpus + rank) % (1 << 31))
 
-    try:
+    with distributed.process_errors(_USER_ERRORS, temp_dir, rank, exits=args.num_gpus > 1, wrap=UserError):
         G = copy.deepcopy(args.G).eval().requires_grad_(False).to(device)
         if rank == 0 and args.verbose:
             print(f'Network: {args.network_spec} ({G.img_resolution}x{G.img_resolution}, {G.img_channels} channels'
@@ -82,15 +81,6 @@ def subprocess_fn(rank, args, temp_dir):
                                              data_loader_kwargs=args.data_loader_kwargs)
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
-    except _USER_ERRORS as err:
-        if args.num_gpus > 1:
-            print(f'Error: {err}', file=sys.stderr)
-            distributed.report_error(temp_dir, rank, err)
-            sys.exit(1)
-        raise UserError(str(err)) from err
-    finally:
-        if args.num_gpus > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 #----------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ Examples:
 import copy
 import json
 import os
-import sys
 
 import click
 import torch
@@ -341,18 +340,9 @@ def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
         custom_ops.verbosity = 'none'
 
     loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'run_dir_name']}
-    try:
+    errors = (training_loop.TrainingDiverged, training_loop.SnapshotWriteError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError)
+    with distributed.process_errors(errors, temp_dir, rank, exits=(args.num_gpus > 1 or torchrun), wrap=UserError):
         training_loop.training_loop(rank=rank, device=device, training_options=copy.deepcopy(dict(args)), **loop_kwargs)
-    except (training_loop.TrainingDiverged, training_loop.SnapshotWriteError, legacy.NetworkLoadError,
-            dnnlib.DownloadError, DatasetError) as err:
-        print(f'Error: {err}', file=sys.stderr)
-        if args.num_gpus > 1 or torchrun:
-            distributed.report_error(temp_dir, rank, err)
-            sys.exit(1)
-        raise UserError(str(err)) from err
-    finally:
-        if args.num_gpus > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 #----------------------------------------------------------------------------
 

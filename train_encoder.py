@@ -43,7 +43,6 @@ checkpoint.pt (latest, for --resume and for inference) and best.pt (lowest valid
 
 import json
 import os
-import sys
 import time
 import warnings
 
@@ -920,18 +919,12 @@ def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
     training_stats.init_multiprocessing(rank=rank, sync_device=device if args.num_gpus > 1 else None)
     if rank != 0:
         custom_ops.verbosity = 'none'
+    errors = (UserError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError, encoders.EncoderError,
+              IDNetworkError, FileNotFoundError)
     try:
-        return training_loop(rank=rank, device=device, training_options=dict(args), **loop_kwargs(args))
-    except (UserError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError, encoders.EncoderError,
-            IDNetworkError, FileNotFoundError) as err:
-        print(f'Error: {err}', file=sys.stderr)
-        if args.num_gpus > 1 or torchrun:
-            distributed.report_error(temp_dir, rank, err)
-            sys.exit(1)
-        raise UserError(str(err)) from err
+        with distributed.process_errors(errors, temp_dir, rank, exits=(args.num_gpus > 1 or torchrun), wrap=UserError):
+            return training_loop(rank=rank, device=device, training_options=dict(args), **loop_kwargs(args))
     finally:
-        if args.num_gpus > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
         if logger is not None:
             logger.close()
 

@@ -6,7 +6,9 @@ One process per device: `--gpus N` spawns N processes with `torch.multiprocessin
 `spawn` stop the others; the failure is turned into one line for the command line.
 """
 
+import contextlib
 import os
+import sys
 import tempfile
 
 import torch
@@ -67,6 +69,25 @@ def torchrun_setup(num_procs, device_type, choose_run_dir):
     holder = [choose_run_dir() if rank == 0 else None]
     torch.distributed.broadcast_object_list(holder, src=0)
     return rank, local_rank, holder[0]
+
+@contextlib.contextmanager
+def process_errors(errors, temp_dir, rank, exits, wrap):
+    """Inside one process: `errors` (user-facing exception types) become one line.
+
+    A spawned or torchrun process (`exits`) prints it, leaves it for `launch` and exits with 1; a
+    single process re-raises it as `wrap(message)`. The process group is left on the way out.
+    """
+    try:
+        yield
+    except errors as err:
+        if exits:
+            print(f'Error: {err}', file=sys.stderr)
+            report_error(temp_dir, rank, err)
+            sys.exit(1)
+        raise wrap(str(err)) from err  # the single-process caller prints it once
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 class LaunchError(RuntimeError):
     """A launched process failed; the message is one line."""

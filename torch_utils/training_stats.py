@@ -40,7 +40,10 @@ def init_multiprocessing(rank, sync_device):
                      `torch.device('cpu')` with gloo), or None for a single process.
     """
     global _rank, _sync_device
-    assert not _sync_called, 'init_multiprocessing() must be called before the first Collector.update()'
+    # Changing the setup after statistics were synced would mix counts; the same setup again
+    # (e.g. a second single-process run in one Python session) is harmless.
+    assert not _sync_called or (rank, sync_device) == (_rank, _sync_device), \
+        'init_multiprocessing() must be called before the first Collector.update()'
     _rank = rank
     _sync_device = sync_device
 
