@@ -5,7 +5,8 @@
 * W statistics (`estimate_w_stats`) and `w_avg`;
 * `LatentGenerator`: a frozen generator seen through W (`[N, w_dim]`), W+ (`[N, num_ws, w_dim]`)
   or W++ latents (W+ plus per-layer style offsets added to every affine output, through forward
-  hooks), with an optional quality code q for QC generators;
+  hooks), with an optional quality code q for QC generators; `compile_synthesis(True)` renders
+  through `torch.compile` (an option: faster steps after a one-off compile per shape);
 * degradation helpers that respect an operator's value range (`degrade`, `observe`);
 * `tune_generator`: the pivotal-tuning loop (MSE + LPIPS through the degradation, optional
   locality regulariser and QC residual-statistics loss, early stop), shared by PTI, CRI and QC;
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
+from torch_utils import misc
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.gif')
 
@@ -219,6 +221,18 @@ def noise_buffers(G):
     return [buf for name, buf in G.synthesis.named_buffers() if name.endswith('noise_const')]
 
 
+_compile_synthesis = False
+
+def compile_synthesis(enabled=True):
+    """Render every inversion step through `torch.compile` of the synthesis network (process-wide).
+
+    Results match the eager path within float tolerance; the first step per image shape pays the
+    compile time, so it pays off for long loops (hundreds of steps) and large batches or images.
+    """
+    global _compile_synthesis
+    _compile_synthesis = bool(enabled)
+
+
 class LatentGenerator:
     """A generator rendered from latents of one of three spaces, with optional q.
 
@@ -261,7 +275,8 @@ class LatentGenerator:
         ws = self.to_ws(latent)
         if q is not None and self.q_dim == 0:
             q = None
-        return G.synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True)
+        synthesis = misc.compiled_forward(G.synthesis) if _compile_synthesis else G.synthesis
+        return synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True)
 
 #----------------------------------------------------------------------------
 # Losses shared by the tuning loops.

@@ -2,10 +2,12 @@
 
 `constant`, `assert_shape`, `profiled_function`, `suppress_tracer_warnings`, `nan_to_num`,
 `copy_params_and_buffers`, `ddp_sync`, `check_ddp_consistency` and `print_module_summary`
-keep the signatures that pickled network code calls.
+keep the signatures that pickled network code calls. `compiled_forward` runs a module through
+`torch.compile` without changing (or pickling) the module.
 """
 
 import contextlib
+import functools
 import re
 import warnings
 
@@ -42,6 +44,29 @@ def constant(value, shape=None, dtype=None, device=None, memory_format=None):
     return tensor
 
 #----------------------------------------------------------------------------
+# torch.compile as an option. One compiled function per module class (and options), taking the
+# module as its first argument: the module itself is untouched, so it still pickles, deep-copies
+# and trains as before, and copies of it (e.g. PTI's tuned generator) reuse the compiled code.
+
+_compiled_forwards = dict()
+
+def compiled_forward(module, **compile_kwargs):
+    """Callable equal to `module(*args, **kwargs)`, run through `torch.compile(type(module).forward)`.
+
+    The first call per input shape compiles (seconds to minutes); later calls reuse the code.
+    Forward hooks of `module` are not called.
+    """
+    key = (type(module), tuple(sorted(compile_kwargs.items())))
+    fn = _compiled_forwards.get(key)
+    if fn is None:
+        # One code object serves every instance, W/W+/W++ latents, grad modes and batch sizes:
+        # allow more specialisations than the default 8 before dynamo falls back to eager.
+        import torch._dynamo  # pylint: disable=import-outside-toplevel
+        torch._dynamo.config.recompile_limit = max(getattr(torch._dynamo.config, 'recompile_limit', 8), 64)
+        fn = _compiled_forwards[key] = torch.compile(type(module).forward, **compile_kwargs)
+    return functools.partial(fn, module)
+
+#----------------------------------------------------------------------------
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None, *, out=None):
     """`torch.nan_to_num` (kept as a function because pickled code imports it from here)."""
@@ -52,6 +77,11 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None, *, out=None):
 @contextlib.contextmanager
 def suppress_tracer_warnings():
     """Silence TracerWarnings for shape checks that are known to be safe when tracing."""
+    # TracerWarnings only arise under torch.jit.trace; elsewhere skip catch_warnings, which costs
+    # time on every layer call and breaks torch.compile graphs.
+    if not torch.jit.is_tracing():
+        yield
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
         yield
@@ -82,6 +112,9 @@ def assert_shape(tensor, ref_shape):
 def profiled_function(fn):
     """Decorator that names the function in `torch.autograd.profiler` traces."""
     def decorator(*args, **kwargs):
+        # Under torch.compile the profiler range would break the graph (and recompile per function).
+        if torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
         with torch.autograd.profiler.record_function(fn.__name__):
             return fn(*args, **kwargs)
     decorator.__name__ = fn.__name__

@@ -11,6 +11,7 @@ This module must import only numpy, torch, dnnlib and torch_utils: its source is
 network pickles and executed when they load, possibly where `training/` does not exist.
 """
 
+import math
 import numpy as np
 import torch
 
@@ -64,7 +65,7 @@ def modulated_conv2d(
 
     # Scale down before the fp16 convolution; demodulation cancels the scale exactly.
     if x.dtype == torch.float16 and demodulate:
-        weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.flatten(1).norm(float('inf'), dim=1).reshape([-1] + [1] * (styles.ndim - 1))
 
     # Per-sample weights and demodulation coefficients.
@@ -122,7 +123,7 @@ class FullyConnectedLayer(torch.nn.Module):
         self.activation = activation
         self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
         self.bias = torch.nn.Parameter(torch.full([out_features], np.float32(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / np.sqrt(in_features)
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
     def forward(self, x):
@@ -173,7 +174,7 @@ class Conv2dLayer(torch.nn.Module):
         self.conv_clamp = conv_clamp
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
         self.padding = kernel_size // 2
-        self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
+        self.weight_gain = 1 / math.sqrt(in_channels * (kernel_size ** 2))
         self.act_gain = bias_act.activation_funcs[activation].def_gain
 
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -370,7 +371,7 @@ class ToRGBLayer(torch.nn.Module):
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
-        self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
+        self.weight_gain = 1 / math.sqrt(in_channels * (kernel_size ** 2))
 
     def forward(self, x, w, fused_modconv=True):
         styles = _rows(self.affine(w) * self.weight_gain, 0, self.weight.shape[0])
@@ -479,9 +480,9 @@ class SynthesisBlock(torch.nn.Module):
         if self.in_channels == 0:
             x = self._conv1(x, next(w_iter), q, conv1_kwargs)
         elif self.architecture == 'resnet':
-            y = self.skip(x, gain=np.sqrt(0.5))
+            y = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self._conv1(x, next(w_iter), q, dict(conv1_kwargs, gain=np.sqrt(0.5)))
+            x = self._conv1(x, next(w_iter), q, dict(conv1_kwargs, gain=math.sqrt(0.5)))
             x = (y.add_(x[0]), x[1])
         else:
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
@@ -491,13 +492,13 @@ class SynthesisBlock(torch.nn.Module):
         # ToRGB.
         if img is not None:
             misc.assert_shape(img, [None, self.img_channels, self.resolution // 2, self.resolution // 2])
-            img = upfirdn2d.upsample2d(img, self.resample_filter)
+            img = upfirdn2d.upsample2d(img, self.resample_filter).to(torch.float32)  # autocast may give bf16
         if self.is_last or self.architecture == 'skip':
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = img.add_(y) if img is not None else y
 
-        assert x.dtype == dtype
+        assert x.dtype == dtype or torch.is_autocast_enabled(x.device.type)  # autocast (bf16) picks its own dtypes
         assert img is None or img.dtype == torch.float32
         if return_features:
             return x, img, features
@@ -734,15 +735,15 @@ class DiscriminatorBlock(torch.nn.Module):
             img = upfirdn2d.downsample2d(img, self.resample_filter) if self.architecture == 'skip' else None
 
         if self.architecture == 'resnet':
-            y = self.skip(x, gain=np.sqrt(0.5))
+            y = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x)
-            x = self.conv1(x, gain=np.sqrt(0.5))
+            x = self.conv1(x, gain=math.sqrt(0.5))
             x = y.add_(x)
         else:
             x = self.conv0(x)
             x = self.conv1(x)
 
-        assert x.dtype == dtype
+        assert x.dtype == dtype or torch.is_autocast_enabled(x.device.type)  # autocast (bf16) picks its own dtypes
         return x, img
 
     def extra_repr(self):
@@ -833,9 +834,9 @@ class DiscriminatorEpilogue(torch.nn.Module):
         # Conditioning by projection onto the mapped label.
         if self.cmap_dim > 0:
             misc.assert_shape(cmap, [None, self.cmap_dim])
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
 
-        assert x.dtype == dtype
+        assert x.dtype == dtype or torch.is_autocast_enabled(x.device.type)  # autocast (bf16) picks its own dtypes
         return x
 
     def extra_repr(self):

@@ -132,6 +132,20 @@ def _average_gradients(params, num_gpus):
         if p.grad is not None:
             torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
 
+def update_ema(G_ema, G, beta):
+    """G_ema's parameters <- beta * G_ema + (1 - beta) * G; buffers copied from G.
+
+    One multi-tensor (foreach) kernel per list instead of two small kernels per tensor: the
+    per-tensor loop costs ~100 launches per step at 256 px.
+    """
+    with torch.no_grad():
+        ema_params, params = list(G_ema.parameters()), list(G.parameters())
+        if ema_params:
+            torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+        ema_buffers, buffers = list(G_ema.buffers()), list(G.buffers())
+        if ema_buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
+
 def _broadcast_module(module, num_gpus):
     if num_gpus > 1 and module is not None:
         for tensor in misc.params_and_buffers(module):
@@ -400,10 +414,7 @@ def training_loop(
             if ema_rampup is not None:
                 ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
             ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, ema_beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
+            update_ema(G_ema, G, ema_beta)
 
         # Update state.
         cur_nimg += batch_size

@@ -1,0 +1,93 @@
+"""The faster paths measured by bench/speed.py keep results within float tolerance.
+
+* the synthesis network traces into one torch.compile graph (no graph breaks) and the compiled
+  network renders what the eager one does, also through the inversion option;
+* bf16 autocast runs the generator and discriminator and stays close to fp32;
+* the multi-tensor G_ema update equals the per-tensor formula.
+"""
+
+import copy
+
+import pytest
+import torch
+
+import legacy
+from inversion import common
+from torch_utils import misc
+from training.training_loop import update_ema
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    return legacy.load_network('init:tiny32', verbose=False)
+
+
+def _ws(G, n=2, seed=0):
+    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed))
+    return G.mapping(z, None)
+
+
+def test_synthesis_traces_without_graph_breaks(tiny):
+    G = tiny['G_ema']
+    torch._dynamo.reset()
+    for ws in (_ws(G), common.LatentGenerator(G).to_wpp(_ws(G))):  # W+ and the filter-wise W++ latents
+        explanation = torch._dynamo.explain(G.synthesis)(ws, noise_mode='const')
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        assert explanation.graph_count == 1
+
+
+def test_compiled_synthesis_matches_eager(tiny):
+    G = tiny['G_ema']
+    ws = _ws(G)
+    with torch.no_grad():
+        eager = G.synthesis(ws, noise_mode='const')
+        compiled = misc.compiled_forward(G.synthesis)(ws, noise_mode='const')
+        # A deep copy (e.g. PTI's tuned generator) reuses the compiled code and sees its own weights.
+        G2 = copy.deepcopy(G)
+        for p in G2.synthesis.parameters():
+            p.mul_(0.9)
+        eager2 = G2.synthesis(ws, noise_mode='const')
+        compiled2 = misc.compiled_forward(G2.synthesis)(ws, noise_mode='const')
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(compiled2, eager2, atol=1e-4, rtol=1e-4)
+    assert (eager2 - eager).abs().max() > 1e-3
+    assert not any(isinstance(v, torch.nn.Module) and v is not G.synthesis for v in vars(G.synthesis).values())
+
+    common.compile_synthesis(True)
+    try:
+        gen = common.LatentGenerator(G)
+        with torch.no_grad():
+            torch.testing.assert_close(gen(ws), G.synthesis(ws, noise_mode='const', force_fp32=True), atol=1e-4, rtol=1e-4)
+    finally:
+        common.compile_synthesis(False)
+
+
+def test_bf16_autocast_generator_and_discriminator(tiny):
+    G, D = tiny['G_ema'], tiny['D']
+    z = torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = G(z, None, noise_mode='const')
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            img = G(z, None, noise_mode='const')
+            logits = D(img, None)
+    assert img.dtype == torch.float32 and img.shape == ref.shape  # the image path stays fp32
+    assert torch.isfinite(logits).all()
+    rel = (img - ref).norm() / ref.norm()
+    assert rel < 0.1, float(rel)  # bf16 has 8 mantissa bits: close, not equal
+    assert rel > 0  # autocast did run the convolutions in bf16
+
+
+def test_update_ema_matches_per_tensor_formula(tiny):
+    G = tiny['G']
+    G_ema = copy.deepcopy(G)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p))
+        for b in G.buffers():
+            b.add_(1)
+    expected_params = [p.lerp(p_ema, 0.9) for p_ema, p in zip(G_ema.parameters(), G.parameters())]
+    update_ema(G_ema, G, 0.9)
+    for got, want in zip(G_ema.parameters(), expected_params):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        assert torch.equal(b_ema, b)
