@@ -39,7 +39,7 @@ test-cuda: venv
 	$(PY) -m pytest -q tests -m cuda
 
 bench: venv
-	$(PY) bench/bench_networks.py --device auto
+	$(PY) bench/speed.py --device auto --json out/speed.json
 
 clean:
 	rm -rf out .pytest_cache

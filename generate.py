@@ -17,6 +17,7 @@ import torch
 import dnnlib
 import legacy
 from torch_utils import image_utils
+from torch_utils import misc
 
 #----------------------------------------------------------------------------
 
@@ -146,8 +147,9 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 @click.option('--q-from', help='QC networks: interpolate the quality code from this q (zero, random, seed:K, FILE.npy)...')
 @click.option('--q-to', help='...to this q, written as one strip per seed')
 @click.option('--steps', type=click.IntRange(min=2), default=8, show_default=True, help='Images in a --q-from/--q-to strip')
+@click.option('--compile', 'compile_synthesis', is_flag=True, help='Run the synthesis network through torch.compile (pays off for many seeds)')
 def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, outdir, device, grid, batch_size,
-                  q_spec, q_seed, q_from, q_to, steps):
+                  q_spec, q_seed, q_from, q_to, steps, compile_synthesis=False):
     """Writes seedNNNN.png; for QC networks also seedNNNN_degraded.png and seedNNNN_pair.png (sharp | degraded),
     and with --q-from/--q-to seedNNNN_qstrip.png."""
     kwargs = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
@@ -156,6 +158,8 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
         device = image_utils.parse_device(device)
         print(f'Loading network "{network_spec}" on {device}...')
         G = legacy.load_network(network_spec, device=device)['G_ema']
+        if compile_synthesis:  # this G is never saved, so an instance-level forward is harmless
+            G.synthesis.forward = misc.compiled_forward(G.synthesis)
         is_qc = getattr(G, 'q_dim', 0) > 0
         if (q_from is None) != (q_to is None):
             raise ValueError('--q-from and --q-to go together')

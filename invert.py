@@ -133,8 +133,11 @@ def save_png(img, path):
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
 @click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
               help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
+@click.option('--compile', 'compile_synthesis', is_flag=True,
+              help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
-         synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone):
+         synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone,
+         compile_synthesis=False):
     from inversion.degradations import parse_degradation
     from inversion import editing, qc as qc_method
     from metrics import restoration
@@ -145,6 +148,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
+    common.compile_synthesis(compile_synthesis)
     data = legacy.load_network(network_spec, device=device)
     G = data['G_ema'].eval()
     D = data.get('D')
