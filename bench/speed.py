@@ -347,7 +347,7 @@ def measure(workload, res, batch, device, variant, min_seconds, extra_steps):
                 sec, first, steps = time_inversion_steps(run, device, extra_steps)
                 row.note = f'median of {steps} steps'
             else:
-                fn, images, row.note = dict(G=workload_G, GD=workload_GD, encoder=workload_encoder)[workload.split('-')[0]](
+                fn, _images, row.note = dict(G=workload_G, GD=workload_GD, encoder=workload_encoder)[workload.split('-')[0]](
                     res, batch, device, variant, **(dict(qc=True) if workload == 'GD-qc' else {}))
                 sec, first = time_call(fn, device, min_seconds)
     finally:
