@@ -489,7 +489,7 @@ def main(ctx, outdir, dry_run, **config_kwargs):
 
     print('Creating output directory...')
     os.makedirs(args.run_dir)
-    with open(os.path.join(args.run_dir, 'training_options.json'), 'wt') as f:
+    with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
         json.dump(args, f, indent=2)
 
     print('Launching processes...')
@@ -509,7 +509,7 @@ def _run_torchrun(args, outdir, desc, dry_run):
     if rank == 0:
         print_options(args, desc)
         if not dry_run:
-            with open(os.path.join(args.run_dir, 'training_options.json'), 'wt') as f:
+            with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
                 json.dump(args, f, indent=2)
     if dry_run:
         torch.distributed.destroy_process_group()

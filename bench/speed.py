@@ -150,7 +150,6 @@ class PeakMemory:
     def __enter__(self):
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
             return self
         import psutil
         self._proc = psutil.Process()
@@ -275,9 +274,9 @@ def inversion_runner(method, res, batch, device, variant):
     from inversion.degradations import parse_degradation
     nets = build_networks(res, device, variant, qc=(method == 'qc'))
     G, D = nets['G_ema'], nets['D']
-    degradation = parse_degradation('sr:2' if res >= 8 else 'none', res, device=device)
+    degradation = parse_degradation('sr:2', res, device=device)  # resolutions are >= 16
     torch.manual_seed(0)
-    target = (torch.rand([batch, 3, res // 2, res // 2], device=device) * 2 - 1) if res >= 8 else torch.rand([batch, 3, res, res], device=device)
+    target = torch.rand([batch, 3, res // 2, res // 2], device=device) * 2 - 1
     lpips_alex = invert.build_lpips('alex', True).to(device)
     lpips_vgg = invert.build_lpips('vgg', True).to(device)
     if variant.channels_last:
