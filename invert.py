@@ -138,7 +138,7 @@ def save_png(img, path):
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone,
          compile_synthesis=False):
-    from inversion.degradations import parse_degradation
+    from inversion.operators import parse_degradation
     from inversion import editing, qc as qc_method
     from metrics import restoration
     from tqdm import tqdm

@@ -38,7 +38,7 @@ import torch
 import dnnlib
 import legacy
 from torch_utils import image_utils
-from training import degradations
+from training import degradation_sampler
 from training import encoders
 
 TASKS = ['fired', 'level', 'member']
@@ -63,7 +63,7 @@ class StudyError(ValueError):
 
 def study_preset(preset, task, group, p=0.5, isolate=True):
     """The preset (a dict) with --group firing as the task needs and, with isolate, the others off."""
-    data = degradations.load_preset(preset)
+    data = degradation_sampler.load_preset(preset)
     if group not in data['groups']:
         raise StudyError(f'--group "{group}" is not a group of preset "{data["name"]}" (groups: {", ".join(data["groups"])})')
     if not 0 < p < 1 and task == 'fired':
@@ -212,7 +212,7 @@ def run_study(encoder, data=None, generate=None, network=None, task='fired', gro
         raise StudyError(f'encoder "{encoder}" predicts no quality code (plain StyleGAN2 network): use --features w')
 
     preset_dict = study_preset(preset, task, group, p=p, isolate=isolate)
-    sampler = degradations.DegradationSampler(preset_dict, seed=seed)
+    sampler = degradation_sampler.DegradationSampler(preset_dict, seed=seed)
     spec = level_spec(preset_dict, group, levels) if task == 'level' else None
 
     images = load_images(data=data, generate=generate, G=G, seed=seed, device=device)
@@ -257,7 +257,7 @@ def run_study(encoder, data=None, generate=None, network=None, task='fired', gro
 def main(encoder, out, **kwargs):
     try:
         report = run_study(encoder, **kwargs)
-    except (StudyError, encoders.EncoderError, legacy.NetworkLoadError, degradations.DegradationPresetError,
+    except (StudyError, encoders.EncoderError, legacy.NetworkLoadError, degradation_sampler.DegradationPresetError,
             FileNotFoundError, ValueError, dnnlib.DownloadError) as err:
         raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__)
     if out is not None:

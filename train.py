@@ -302,8 +302,8 @@ def setup_training_loop_kwargs(
             raise UserError(f'--train-blocks ({args.qc_kwargs.train_blocks}) must include the {args.qc_kwargs.qc_blocks} DegradBlock blocks (--qc-blocks)')
         args.training_set_kwargs.degradation = degradation or 'qc_stylegan_train'
         try:
-            from training import degradations
-            degradations.load_preset(args.training_set_kwargs.degradation)
+            from training import degradation_sampler
+            degradation_sampler.load_preset(args.training_set_kwargs.degradation)
         except (ValueError, OSError) as err:
             raise UserError(f'--degradation: {err}') from err
         args.loss_kwargs.class_name = 'training.loss.QCStyleGAN2Loss'

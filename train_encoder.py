@@ -802,9 +802,9 @@ def setup_args(network=None, data=None, val_data=None, val_images=None, degradat
     except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
         raise UserError(f'--network: {err}') from err
     if args.degradation is not None:
-        from training import degradations
+        from training import degradation_sampler
         try:
-            degradations.load_preset(args.degradation)
+            degradation_sampler.load_preset(args.degradation)
         except ValueError as err:
             raise UserError(f'--degradation: {err}') from err
     from training.dataset import DatasetError

@@ -70,7 +70,7 @@ from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint
 METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
 LEVELS = ('XS', 'S', 'M', 'L', 'XL')
 TASKS = ('sr', 'denoise', 'jpeg', 'inpaint', 'colorize')
-# Forward order of composed degradations, as inversion.degradations applies them (U -> N -> A -> P,
+# Forward order of composed degradations, as inversion.operators applies them (U -> N -> A -> P,
 # colorization right after resampling). Used to name a composition the same way however written.
 COMPONENT_ORDER = ('sr', 'colorize', 'denoise', 'jpeg', 'inpaint')
 PAPER_LETTERS = {'U': 'sr', 'N': 'denoise', 'A': 'jpeg', 'P': 'inpaint'}
@@ -598,7 +598,7 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
          no_pfid, seed):
     import invert
     from inversion import common
-    from inversion.degradations import parse_degradation
+    from inversion.operators import parse_degradation
     from metrics import metric_utils
 
     # Check every option before any work.

@@ -271,7 +271,7 @@ def inversion_runner(method, res, batch, device, variant):
     """`run(steps_per_phase)` doing one full inversion of a random target (LPIPS early stops off)."""
     import invert
     from inversion import cri, dgp, ngd, pti, qc
-    from inversion.degradations import parse_degradation
+    from inversion.operators import parse_degradation
     nets = build_networks(res, device, variant, qc=(method == 'qc'))
     G, D = nets['G_ema'], nets['D']
     degradation = parse_degradation('sr:2', res, device=device)  # resolutions are >= 16

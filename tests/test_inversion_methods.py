@@ -20,9 +20,9 @@ from metrics.restoration import LPIPS
 
 def _install_standins():
     try:
-        from inversion.degradations import parse_degradation  # noqa: F401
+        from inversion.operators import parse_degradation  # noqa: F401
     except (ImportError, AttributeError):
-        mod = types.ModuleType('inversion.degradations')
+        mod = types.ModuleType('inversion.operators')
 
         class _Deg(torch.nn.Module):
             def __init__(self, kind, arg, res):
@@ -52,7 +52,7 @@ def _install_standins():
                 raise ValueError(f'unknown degradation {spec}; valid: none, sr:K, inpaint:M')
             return _Deg(kind, int(arg) if kind == 'sr' else arg, resolution).to(device)
         mod.parse_degradation = parse_degradation
-        sys.modules['inversion.degradations'] = mod
+        sys.modules['inversion.operators'] = mod
     try:
         from inversion.losses import MultiscaleLPIPSL1, noise_regularization, normalize_noise_  # noqa: F401
     except (ImportError, AttributeError):
@@ -82,7 +82,7 @@ def _install_standins():
 _install_standins()
 
 from inversion import common, ngd, pti  # noqa: E402
-from inversion.degradations import parse_degradation  # noqa: E402
+from inversion.operators import parse_degradation  # noqa: E402
 
 #----------------------------------------------------------------------------
 # Fixtures.

@@ -9,12 +9,12 @@ resolution, random_seed`) construct the same dataset here:
 * `max_size` keeps a random but reproducible subset, `xflip` appends a mirrored copy of every image;
 * the object pickles into DataLoader workers (cached labels and open zip handles are dropped);
 * with `degradation=` (a preset name such as `'qc_stylegan_train'`, a .json preset path, a preset
-  dict or a `training.degradations.DegradationSampler`), `dataset[i]` is
+  dict or a `training.degradation_sampler.DegradationSampler`), `dataset[i]` is
   `(sharp, degraded, label)`: the stored image and a random degradation of it (both uint8
   `[C, H, W]`). The degradation is applied to the HWC image at its stored resolution before the
   x-flip, which then mirrors both. Draws come from the sampler's own stream, seeded with the
   preset's `"seed"` or else `random_seed`; inside a DataLoader worker the sampler switches to a
-  per-worker stream derived from `torch.initial_seed()` (see training/degradations.py).
+  per-worker stream derived from `torch.initial_seed()` (see training/degradation_sampler.py).
 
 Bad input is reported with one-line messages that name the file and the fix. Problems with the
 data itself raise `DatasetError` (a `ValueError` and an `OSError` at the same time, so both
@@ -152,8 +152,8 @@ class Dataset(torch.utils.data.Dataset):
 
         self._degradation = None
         if degradation is not None:
-            from training import degradations  # albumentations is imported only when a sampler draws
-            self._degradation = degradations.build_sampler(degradation, seed=random_seed)
+            from training import degradation_sampler  # albumentations is imported only when a sampler draws
+            self._degradation = degradation_sampler.build_sampler(degradation, seed=random_seed)
 
     def _get_raw_labels(self):
         if self._raw_labels is None:

@@ -1,4 +1,4 @@
-"""Tests for training/degradations.py (the "real degraded" image sampler) and its use in the dataset."""
+"""Tests for training/degradation_sampler.py (the "real degraded" image sampler) and its use in the dataset."""
 
 import io
 import json
@@ -13,9 +13,9 @@ import PIL.Image
 import pytest
 import torch
 
-from training import degradations
+from training import degradation_sampler
 from training.dataset import ImageFolderDataset
-from training.degradations import (DegradationPresetError, DegradationSampler, MEMBER_TYPES, available_presets,
+from training.degradation_sampler import (DegradationPresetError, DegradationSampler, MEMBER_TYPES, available_presets,
                                    build_sampler, jpeg_compress, load_preset, seed_worker)
 
 #----------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_shipped_presets_match_the_release():
     assert psp['groups']['downscale_jpeg'][0]['scale_min'] == 0.2
 
 def test_preset_by_path_and_dict(tmp_path):
-    data = json.load(open(degradations.resolve_preset('qc_stylegan_train')))
+    data = json.load(open(degradation_sampler.resolve_preset('qc_stylegan_train')))
     path = _write_preset(tmp_path, data, 'copy.json')
     a = DegradationSampler(path, seed=3)
     b = DegradationSampler(data, seed=3)
@@ -389,7 +389,7 @@ def _expect_error(tmp_path, data, *fragments):
     return message
 
 def test_unknown_keys_and_names(tmp_path):
-    good = json.load(open(degradations.resolve_preset('qc_stylegan_train')))
+    good = json.load(open(degradation_sampler.resolve_preset('qc_stylegan_train')))
     _expect_error(tmp_path, dict(good, colour_order='rgb'), '"colour_order"', 'allowed keys: name, description, jpeg_channel_order, seed, groups, bases')
     bad = json.loads(json.dumps(good)); bad['bases'][0]['prob'] = 1
     _expect_error(tmp_path, bad, 'bases[0].prob', 'allowed keys: name, description, weight, chain')
@@ -425,15 +425,15 @@ def test_unknown_keys_and_names(tmp_path):
     ('downscale_jpeg', 1, 'weight', 0, '> 0'),
 ])
 def test_bad_member_values(tmp_path, group, index, key, value, fragment):
-    data = json.load(open(degradations.resolve_preset('qc_stylegan_train')))
+    data = json.load(open(degradation_sampler.resolve_preset('qc_stylegan_train')))
     data['groups'][group][index][key] = value
     _expect_error(tmp_path, data, f'groups.{group}[{index}].{key}' if key != 'scale_min' else f'groups.{group}[{index}].scale_min', fragment)
 
 def test_bad_probabilities_and_names(tmp_path):
-    data = json.load(open(degradations.resolve_preset('qc_stylegan_train')))
+    data = json.load(open(degradation_sampler.resolve_preset('qc_stylegan_train')))
     data['bases'][0]['chain'][1]['p'] = 1.5
     _expect_error(tmp_path, data, 'bases[0].chain[1].p', '<= 1')
-    data = json.load(open(degradations.resolve_preset('qc_stylegan_train')))
+    data = json.load(open(degradation_sampler.resolve_preset('qc_stylegan_train')))
     data['bases'][1]['weight'] = -1
     _expect_error(tmp_path, data, 'bases[1].weight', '> 0')
     with pytest.raises(DegradationPresetError, match='qc_stylegan_train'):
@@ -482,10 +482,10 @@ def test_dataset_xflip_flips_both(tmp_path):
 def test_dataset_degradation_forms(tmp_path):
     root = str(tmp_path / 'data')
     _make_folder(root, num=2, size=16)
-    data = json.load(open(degradations.resolve_preset('qc_psp_encoder')))
+    data = json.load(open(degradation_sampler.resolve_preset('qc_psp_encoder')))
     sampler = DegradationSampler('qc_psp_encoder', seed=9)
     by_dict = ImageFolderDataset(root, degradation=dict(data, seed=9))
-    by_path = ImageFolderDataset(root, degradation=degradations.resolve_preset('qc_psp_encoder'), random_seed=9)
+    by_path = ImageFolderDataset(root, degradation=degradation_sampler.resolve_preset('qc_psp_encoder'), random_seed=9)
     by_obj = ImageFolderDataset(root, degradation=sampler)
     assert by_obj._degradation is sampler
     x, y, z = by_dict[1][1], by_path[1][1], by_obj[1][1]

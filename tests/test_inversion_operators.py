@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inversion import degradations as D
+from inversion import operators as D
 from inversion.losses import MSELPIPS, MultiscaleLPIPSL1, noise_regularization, normalize_noise_
 
 

@@ -457,7 +457,7 @@ def _dct_matrix(n=8):
 class JPEG(Degradation):
     """JPEG artifacts at `quality` (reference 1.5 'Deartifacting').
 
-    true: the real codec (`training.degradations.jpeg_compress`, OpenCV/libjpeg, default 4:2:0
+    true: the real codec (`training.degradation_sampler.jpeg_compress`, OpenCV/libjpeg, default 4:2:0
     chroma subsampling) on the 8-bit image, per image. f-hat: DiffJPEG: RGB -> YCbCr (JFIF),
     2x2 average-pooled chroma (4:2:0), 8x8 orthonormal DCT of (value - 128), division by the
     IJG-scaled standard tables, surrogate rounding (exact round forward, gradient
@@ -485,7 +485,7 @@ class JPEG(Degradation):
         self.name = f'jpeg:{self.quality}'
 
     def true(self, x):
-        from training.degradations import jpeg_compress
+        from training.degradation_sampler import jpeg_compress
         out = [_from_uint8_hwc(jpeg_compress(_to_uint8_hwc(img), self.quality, channel_order='rgb'), x) for img in x]
         return torch.stack(out)
 
