@@ -32,6 +32,7 @@ from metrics import metric_utils
 from torch_utils import custom_ops
 from torch_utils import distributed
 from torch_utils import image_utils
+from torch_utils import misc
 from torch_utils import training_stats
 
 #----------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
     if network.get('G_ema') is None:
         raise UserError(f'"{network_spec}" holds no generator (G_ema)')
     args.G = network['G_ema']
-    if q_mode == 'degraded' and not int(getattr(args.G, 'q_dim', 0) or 0):
+    if q_mode == 'degraded' and not misc.is_qc(args.G):
         raise UserError('--q-mode degraded needs a quality-conditioned network (G.q_dim > 0)')
 
     # Real data: --data, else what the network was trained on.

@@ -107,7 +107,7 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
     (sharp), one code `[1, q_dim]` for every seed, `[len(seeds), q_dim]`, or a callable seed -> code.
     """
     label = _label(G, class_idx, device)
-    if q is not None and getattr(G, 'q_dim', 0) == 0:
+    if q is not None and not misc.is_qc(G):
         raise ValueError('this network has no quality code')
 
     images = []
@@ -160,7 +160,7 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
         G = legacy.load_network(network_spec, device=device)['G_ema']
         if compile_synthesis:  # this G is never saved, so an instance-level forward is harmless
             G.synthesis.forward = misc.compiled_forward(G.synthesis)
-        is_qc = getattr(G, 'q_dim', 0) > 0
+        is_qc = misc.is_qc(G)
         if (q_from is None) != (q_to is None):
             raise ValueError('--q-from and --q-to go together')
         if not is_qc and (q_from is not None or q_seed is not None or q_spec not in ('random', 'zero')):

@@ -25,6 +25,7 @@ import torch
 import dnnlib
 import legacy
 from inversion import common
+from torch_utils import misc
 from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8
 
 METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
@@ -152,7 +153,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     data = legacy.load_network(network_spec, device=device)
     G = data['G_ema'].eval()
     D = data.get('D')
-    is_qc = int(getattr(G, 'q_dim', 0) or 0) > 0
+    is_qc = misc.is_qc(G)
     if not is_qc:
         bad = [opt for opt, val in (('--method qc', method == 'qc'), ('--q-from', q_from)) if val]
         if bad:

@@ -66,6 +66,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
 from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8  # noqa: E402
+from torch_utils import misc  # noqa: E402
 
 METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
 LEVELS = ('XS', 'S', 'M', 'L', 'XL')
@@ -551,7 +552,7 @@ def load_benchmark_network(spec, methods, device):
     except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
         raise click.ClickException(f'--network: {err}'.splitlines()[0])
     G = data['G_ema'].eval()
-    if 'qc' in methods and int(getattr(G, 'q_dim', 0) or 0) <= 0:
+    if 'qc' in methods and not misc.is_qc(G):
         raise click.UsageError(f'--methods qc needs a QC-StyleGAN network (q_dim > 0); {spec} is a plain StyleGAN2 one')
     return dict(G=G, D=data.get('D'))
 

@@ -58,6 +58,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
+from training import qc as qc_surgery  # noqa: E402
 from torch_utils import misc  # noqa: E402
 from torch_utils.image_utils import parse_device  # noqa: E402
 from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
@@ -194,7 +195,7 @@ def build_networks(resolution, device, variant, qc=False, seed=0):
         D = networks.Discriminator(**D_kwargs).eval().requires_grad_(False)
         nets = dict(G=G, D=D, G_ema=copy.deepcopy(G))
         if qc:
-            nets = legacy.convert_to_qc(nets, seed=seed)
+            nets = qc_surgery.convert_to_qc(nets, seed=seed)
     return {k: (to_layout(v.to(device), variant) if isinstance(v, torch.nn.Module) else v) for k, v in nets.items()}
 
 #----------------------------------------------------------------------------

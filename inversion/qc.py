@@ -16,6 +16,8 @@ observation is matched at its own size while q models the remaining degradation.
 import torch
 from tqdm import tqdm
 
+from torch_utils import misc
+
 from . import common
 
 DEFAULTS = dict(refine_steps=300, w_lr=0.01, q_lr=0.03, tune_steps=500, tune_lr=3e-4, stats_weight=1000.0,
@@ -23,7 +25,7 @@ DEFAULTS = dict(refine_steps=300, w_lr=0.01, q_lr=0.03, tune_steps=500, tune_lr=
 
 
 def check_qc(G):
-    if int(getattr(G, 'q_dim', 0) or 0) <= 0:
+    if not misc.is_qc(G):
         raise ValueError('the QC method needs a QC-StyleGAN generator (q_dim > 0); this network is a plain '
                          'StyleGAN2 one: use --method pti|cri|ngd|dgp')
 

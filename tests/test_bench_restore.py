@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import legacy  # noqa: E402
+from training import qc as qc_surgery  # noqa: E402
 from bench import restore  # noqa: E402
 from metrics import restoration  # noqa: E402
 
@@ -161,7 +162,7 @@ def test_restore_compositions_metrics_and_resume(tmp_path, data, detector):
 
 
 def test_restore_qc_method(tmp_path, data, niqe_model):
-    qc = legacy.convert_to_qc(legacy.init_network('tiny32'), q_dim=4)
+    qc = qc_surgery.convert_to_qc(legacy.init_network('tiny32'), q_dim=4)
     network = str(tmp_path / 'qc.pkl')
     legacy.save_network_pkl({k: v for k, v in qc.items() if k != 'G_teacher'}, network)
     outdir = str(tmp_path / 'out')

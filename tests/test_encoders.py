@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 import legacy
+from training import qc as qc_surgery
 import qcode_study
 import train_encoder
 from torch_utils import training_stats
@@ -40,7 +41,7 @@ def nets(tmp_path_factory):
     legacy.save_network_pkl(_stock(16), paths['plain'])
     legacy.save_network_pkl(_stock(32), paths['plain32'])
     for key, q_dim in [('qc', 4), ('qc8', 8)]:
-        qc = legacy.load_qc_network(paths['plain'], q_dim=q_dim, seed=0)
+        qc = qc_surgery.load_qc_network(paths['plain'], q_dim=q_dim, seed=0)
         with torch.no_grad():  # random DegradBlocks degrade wildly; tone them down to a trained-like range
             for net in [qc['G'], qc['G_ema']]:
                 for name, p in net.named_parameters():

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import legacy
+from training import qc as qc_surgery
 from training import networks
 from metrics.restoration import LPIPS
 
@@ -105,7 +106,7 @@ def net():
 
 @pytest.fixture(scope='module')
 def qc_net():
-    data = legacy.convert_to_qc(tiny_network(), q_dim=4)
+    data = qc_surgery.convert_to_qc(tiny_network(), q_dim=4)
     data['G_ema'].eval()
     return data
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import legacy
+from training import qc as qc_surgery
 from torch_utils import misc
 from training import networks
 
@@ -31,7 +32,7 @@ def small_stock(seed=0, res=16, **synthesis_kwargs):
 @pytest.mark.parametrize('noise_mode', ['const', 'none'])
 def test_q_zero_is_bit_identical_to_the_source(noise_mode):
     stock = small_stock()
-    qc = legacy.convert_to_qc(stock, q_dim=4, degrad_width=3)
+    qc = qc_surgery.convert_to_qc(stock, q_dim=4, degrad_width=3)
     G0, G1 = stock['G_ema'], qc['G_ema']
     assert G1.q_dim == 4 and G0.q_dim == 0
     for _ in range(3):
@@ -44,7 +45,7 @@ def test_q_zero_is_bit_identical_to_the_source(noise_mode):
 
 def test_random_noise_mode_same_noise_identical():
     stock = small_stock()
-    qc = legacy.convert_to_qc(stock, q_dim=4)
+    qc = qc_surgery.convert_to_qc(stock, q_dim=4)
     ws = stock['G_ema'].mapping(torch.randn([2, 16]), None)
     torch.manual_seed(5)
     ref = stock['G_ema'].synthesis(ws, noise_mode='random')
@@ -53,7 +54,7 @@ def test_random_noise_mode_same_noise_identical():
     assert torch.equal(ref, out)
 
 def test_nonzero_q_changes_output_and_features_are_content():
-    qc = legacy.convert_to_qc(small_stock(), q_dim=4)
+    qc = qc_surgery.convert_to_qc(small_stock(), q_dim=4)
     G = qc['G_ema']
     ws = G.mapping(torch.randn([2, 16]), None)
     q = torch.randn([2, 4])
@@ -69,7 +70,7 @@ def test_nonzero_q_changes_output_and_features_are_content():
     assert all(torch.equal(a, b) for a, b in zip(teacher_feats, feats_sharp))
 
 def test_degrad_block_is_positively_homogeneous_in_q():
-    G = legacy.convert_to_qc(small_stock(), q_dim=4)['G_ema']
+    G = qc_surgery.convert_to_qc(small_stock(), q_dim=4)['G_ema']
     block = G.synthesis.b16
     x = torch.randn([2, block.in_channels, 8, 8])
     w = torch.randn([2, 16])
@@ -104,11 +105,11 @@ def test_paper256_qc_names_and_shapes_match_reference():
     assert count == 24_767_458 + 486_912  # the reference's extra DegradBlock parameters for FFHQ-256
 
 def test_conversion_round_trips_through_pickles_and_weights(tmp_path):
-    qc = legacy.convert_to_qc(small_stock(), q_dim=4)
+    qc = qc_surgery.convert_to_qc(small_stock(), q_dim=4)
     legacy.save_network_pkl({k: v for k, v in qc.items() if k != 'G_teacher'}, str(tmp_path / 'qc.pkl'))
     with open(tmp_path / 'qc.pkl', 'rb') as f:
         loaded = legacy.load_network_pkl(f)
-    assert legacy.is_qc_network(loaded) and loaded['G_ema'].q_dim == 4
+    assert qc_surgery.is_qc_network(loaded) and loaded['G_ema'].q_dim == 4
     ws = qc['G_ema'].mapping(torch.randn([2, 16]), None)
     q = torch.randn([2, 4])
     assert torch.equal(loaded['G_ema'].synthesis(ws, q=q, noise_mode='const'), qc['G_ema'].synthesis(ws, q=q, noise_mode='const'))
@@ -116,20 +117,20 @@ def test_conversion_round_trips_through_pickles_and_weights(tmp_path):
     with open(tmp_path / 'qc.pt', 'rb') as f:
         loaded = legacy.load_network_pkl(f)
     assert torch.equal(loaded['G_ema'].synthesis(ws, q=q, noise_mode='const'), qc['G_ema'].synthesis(ws, q=q, noise_mode='const'))
-    again = legacy.load_qc_network(str(tmp_path / 'qc.pkl'))
+    again = qc_surgery.load_qc_network(str(tmp_path / 'qc.pkl'))
     assert again['G_teacher'] is None  # already QC: no conversion
 
 def test_qc_bad_input():
-    G = legacy.convert_to_qc(small_stock(), q_dim=4)['G_ema']
+    G = qc_surgery.convert_to_qc(small_stock(), q_dim=4)['G_ema']
     ws = G.mapping(torch.randn([2, 16]), None)
     with pytest.raises(ValueError, match=r'q must have shape \[2, 4\]'):
         G.synthesis(ws, q=torch.zeros([2, 5]))
     with pytest.raises(ValueError, match='q_dim=0'):
         small_stock()['G_ema'].synthesis(ws, q=torch.ones([2, 4]))
     with pytest.raises(legacy.NetworkLoadError, match='does not fit'):
-        legacy.convert_to_qc(small_stock(res=4), q_dim=4, qc_blocks=2)
+        qc_surgery.convert_to_qc(small_stock(res=4), q_dim=4, qc_blocks=2)
     with pytest.raises(legacy.NetworkLoadError, match='plain StyleGAN2'):
-        legacy.convert_to_qc(dict(G_ema=None))
+        qc_surgery.convert_to_qc(dict(G_ema=None))
 
 def test_stock_call_signature_still_works():
     G = small_stock()['G_ema']

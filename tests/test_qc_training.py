@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import legacy
+from training import qc as qc_surgery
 import train
 from torch_utils import training_stats
 from training import networks
@@ -46,7 +47,7 @@ def run_loop(args, **kwargs):
 #----------------------------------------------------------------------------
 
 def test_qc_steps_train_only_the_last_blocks_and_both_discriminators(faces16, stock16, tmp_path):
-    start = legacy.load_qc_network(stock16, q_dim=4, seed=0)
+    start = qc_surgery.load_qc_network(stock16, q_dim=4, seed=0)
     result = run_loop(qc_args(faces16, stock16, tmp_path / 'run'), max_steps=3, network_snapshot_ticks=1, image_snapshot_ticks=1)
     G0 = dict(start['G'].named_parameters())
     for name, p in result.G.named_parameters():
@@ -65,7 +66,7 @@ def test_qc_steps_train_only_the_last_blocks_and_both_discriminators(faces16, st
     assert any(f.startswith('fakes_degraded0') for f in files)
     with open(result.snapshot_pkl, 'rb') as f:
         snap = legacy.load_network_pkl(f)
-    assert legacy.is_qc_network(snap) and snap['G_ema'].q_dim == 4
+    assert qc_surgery.is_qc_network(snap) and snap['G_ema'].q_dim == 4
     assert snap['training_set_kwargs']['degradation'] == 'qc_stylegan_train'
     # Degraded reals really differ from the sharp ones.
     sharp = np.asarray(PIL.Image.open(tmp_path / 'run' / 'reals.png'), dtype=np.float32)
@@ -97,7 +98,7 @@ def test_qc_cli_errors_and_dry_run(faces16, stock16, tmp_path):
 
 def test_generate_qc_pairs_and_strip(stock16, tmp_path):
     import generate
-    qc = legacy.load_qc_network(stock16, q_dim=4)
+    qc = qc_surgery.load_qc_network(stock16, q_dim=4)
     path = str(tmp_path / 'qc.pkl')
     legacy.save_network_pkl({k: v for k, v in qc.items() if k != 'G_teacher'}, path)
     np.save(tmp_path / 'q.npy', np.full([4], 2.0))
@@ -146,4 +147,4 @@ def test_qc_two_process_gloo_run(faces16, stock16, tmp_path):
     snaps = [n for n in os.listdir(tmp_path / 'ddp') if n.startswith('network-snapshot-')]
     assert snaps
     with open(tmp_path / 'ddp' / snaps[-1], 'rb') as f:
-        assert legacy.is_qc_network(legacy.load_network_pkl(f))
+        assert qc_surgery.is_qc_network(legacy.load_network_pkl(f))

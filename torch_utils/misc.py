@@ -17,6 +17,16 @@ import torch
 import dnnlib
 
 #----------------------------------------------------------------------------
+
+def is_qc(G):
+    """True if `G` (a Generator, SynthesisNetwork, or a network dict's generator) takes a quality code q.
+
+    The one test of "is this a QC-StyleGAN network": `G.q_dim > 0`; None and plain StyleGAN2
+    networks give False.
+    """
+    return int(getattr(G, 'q_dim', 0) or 0) > 0
+
+#----------------------------------------------------------------------------
 # Cached construction of constant tensors. Avoids a host-to-device copy on every call
 # for the small filter/shape constants that networks create inside forward().
 

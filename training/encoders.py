@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
+from torch_utils import misc
 
 __all__ = [
     'ENCODER_FORMAT', 'ENCODER_VERSION', 'BACKBONES', 'W_SPACES', 'EncoderError', 'EncoderMismatchError',
@@ -286,7 +287,7 @@ def to_ws(w, num_ws):
 def synthesize(G, w, q=None):
     """`G.synthesis` on an encoder's output: constant noise, float32. q=None is the sharp image."""
     ws = to_ws(w, G.num_ws)
-    if getattr(G, 'q_dim', 0) == 0:
+    if not misc.is_qc(G):
         q = None
     return G.synthesis(ws, q=q, noise_mode='const', force_fp32=True)
 

@@ -23,6 +23,7 @@ import torch
 
 import dnnlib
 import legacy
+from training import qc as qc_surgery
 from torch_utils import image_utils
 from torch_utils import misc
 from torch_utils import training_stats
@@ -345,7 +346,7 @@ def training_loop(
         gen = torch.Generator().manual_seed(random_seed)  # Fixed grid latents, independent of the training RNG.
         grid_z = torch.randn([labels.shape[0], G.z_dim], generator=gen).to(device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
-        if getattr(G, 'q_dim', 0) > 0:
+        if misc.is_qc(G):
             grid_q = torch.randn([labels.shape[0], G.q_dim], generator=gen).to(device).split(batch_gpu)
         if checkpoint is None:
             _save_fakes(G_ema, grid_z, grid_c, grid_q, grid_size, run_dir, 'init')
@@ -604,7 +605,7 @@ def _setup_qc_networks(qc_kwargs, checkpoint, resume_pkl, common_kwargs, rank, n
     if num_gpus > 1 and rank != 0:
         torch.distributed.barrier()
     log(f'Loading "{resume_pkl}" for QC fine-tuning')
-    data = legacy.load_qc_network(resume_pkl, q_dim=qc_kwargs.get('q_dim', 16), qc_blocks=qc_kwargs.get('qc_blocks', 2),
+    data = qc_surgery.load_qc_network(resume_pkl, q_dim=qc_kwargs.get('q_dim', 16), qc_blocks=qc_kwargs.get('qc_blocks', 2),
                                   degrad_width=qc_kwargs.get('degrad_width', 16), degrad_layers=qc_kwargs.get('degrad_layers', 3),
                                   seed=random_seed)
     if num_gpus > 1 and rank == 0:
@@ -612,11 +613,11 @@ def _setup_qc_networks(qc_kwargs, checkpoint, resume_pkl, common_kwargs, rank, n
     teacher = data.get('G_teacher')
     if qc_kwargs.get('teacher') is not None:
         teacher = legacy.load_network(qc_kwargs['teacher'])['G_ema']
-        if getattr(teacher, 'q_dim', 0) > 0:
-            teacher = legacy.extract_stock_generator(teacher)
+        if misc.is_qc(teacher):
+            teacher = qc_surgery.extract_stock_generator(teacher)
     if teacher is None:
         log('No teacher given: distilling from the sharp part of the resumed QC generator (pass --teacher for the original one)')
-        teacher = legacy.extract_stock_generator(data['G_ema'])
+        teacher = qc_surgery.extract_stock_generator(data['G_ema'])
     G = data['G']
     if G.c_dim != common_kwargs['c_dim']:
         raise ValueError(f'the network has c_dim={G.c_dim} but the dataset labels give {common_kwargs["c_dim"]}; '
