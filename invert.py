@@ -215,7 +215,10 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         q_ref = qc_method.invert(G, y_ref, degradation, lpips_alex, encoder=encoder, seed=seed, **step_kwargs).q
 
     summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
-                   synthesize_degradation=bool(synthesize_degradation), images={}, skipped={})
+                   synthesize_degradation=bool(synthesize_degradation), encoder=encoder_path, locality=locality,
+                   images={}, skipped={})
+    if method == 'dgp':
+        summary['dgp_candidates'] = dgp_candidates
     start = time.time()
     for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
         stem = os.path.splitext(os.path.basename(path))[0]
