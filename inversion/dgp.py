@@ -140,8 +140,11 @@ def invert(G, target, degradation=None, lpips_module=None, D=None, stage_steps=(
                                            select_ftr_num, seed=seed, batch=batch, progress=progress)
         h_init = dict(best_score=[float(v) for v in scores.min(dim=1).values])
     G_t = copy.deepcopy(G).eval()
-    common.requires_grad(G_t, True)
-    groups = generator_groups(G_t)
+    common.requires_grad(G_t, False)
+    groups = generator_groups(G_t)  # everything but the output ToRGB trains
+    for g in groups:
+        for p in g:
+            p.requires_grad_(True)
     n_groups = len(groups)
     if ft_nums is None:
         ft_nums = [int(round(v)) for v in np.linspace(min(2, n_groups), n_groups, S)]
