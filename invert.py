@@ -141,7 +141,8 @@ def save_png(img, path):
 @click.option('--dgp-candidates', type=click.IntRange(min=1), default=500, show_default=True,
               help='DGP: random latents scored by D to pick the start')
 @click.option('--cri-samples', type=int, default=2000, show_default=True, help='CRI: latents sampled for KMeans')
-@click.option('--edit', 'edit_path', default=None, help='Latent direction .npy to apply to the inverted w')
+@click.option('--edit', 'edit_path', default=None,
+              help='Latent direction .npy, [w_dim] or [num_ws, w_dim], added to the inverted latents (W, W+ or W++)')
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')

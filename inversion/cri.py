@@ -17,7 +17,7 @@ Choices the paper leaves open (this project's):
   the difference of the whole feature maps.
 - Sizes: I_d is bilinearly upsampled to the generator's resolution when smaller (SR), then both
   images are brought to `feature_size` = the resolution clamped to [32, 256] px (area down,
-  bilinear up; 256 px like PTI's VGG, 32 px the least VGG's pooling takes).
+  bilinear up; 256 px like PTI's VGG; at 32 px relu4_3 still has a 4x4 map).
 - The holes of an inpainting input stay as observed (black), as in the pseudocode.
 - lambda1 = 1, lambda2 = 0.01, Adam lr 0.01; 500 + 20 steps (the paper's FFHQ setting).
 """
