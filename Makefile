@@ -16,21 +16,12 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Main job: build the embedded face dataset (4 faces held out), train the tiny config on CPU,
-# fine-tune it into a QC-StyleGAN, render sharp | degraded pairs, then restore a degraded held-out
-# face with the trained networks (about 10 minutes on 2 cores). See README.md.
+# Main job (demo.py): build the embedded grey face dataset (4 faces held out), train the cpu32 config,
+# fine-tune it into a QC-StyleGAN, train its pSp encoder, then restore degraded held-out and
+# generator-made faces with QC (encoder) and NGD and compare them with the observation (about
+# 12 minutes on 2 cores; uses the GPU when there is one). Replaces out/demo. See README.md.
 demo: venv
-	$(PY) dataset_tool.py --source builtin:lfw-faces --dest out/data/lfw32.zip --resolution 32 --max-images 96
-	rm -rf out/data/heldout
-	$(PY) dataset_tool.py --source builtin:lfw-faces --dest out/data/heldout --resolution 32 --skip-images 96
-	$(PY) train.py --outdir out/runs --data out/data/lfw32.zip --cfg tiny --kimg 20 --snap 4 --device cpu --workers 1
-	$(PY) train.py --outdir out/runs --data out/data/lfw32.zip --cfg tiny --kimg 2 --snap 1 --device cpu --workers 1 \
-		--qc --resume "$$(ls -t out/runs/*-tiny-kimg20/network-snapshot-*.pkl | head -n 1)"
-	$(PY) generate.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --seeds 0-15 --grid --outdir out/demo --device cpu
-	$(PY) invert.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --method qc \
-		--target out/data/heldout/00000/img00000000.png --ground-truth out/data/heldout/00000/img00000000.png \
-		--synthesize-degradation --degradation sr:2+denoise:S --steps 100,100 --lpips-backbone random --no-encoder-ok \
-		--outdir out/demo/restore --device cpu
+	$(PY) demo.py --outdir out/demo --device auto
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -108,6 +108,15 @@ def summarize_history(history):
     return out
 
 
+def image_scores(img, clean, lpips_module):
+    """PSNR (dB), SSIM and LPIPS of `img` against `clean` (both `[N, C, H, W]` in [-1, 1]), first image."""
+    from metrics import restoration
+    img = img.clamp(-1, 1)
+    return dict(psnr=float(restoration.psnr(img, clean, data_range=2)[0]),
+                ssim=float(restoration.ssim(img, clean, data_range=2)[0]),
+                lpips=float(common.safe_lpips(lpips_module)(img, clean).reshape(-1)[0]))
+
+
 def rgb(x):
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
@@ -155,7 +164,6 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
          q_from, lpips_backbone, compile_synthesis=False):
     from inversion.operators import parse_degradation
     from inversion import editing, qc as qc_method
-    from metrics import restoration
     from tqdm import tqdm
 
     try:
@@ -256,6 +264,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             panel.append(clean)
         save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
                    os.path.join(outdir, f'{stem}_panel.png'))
+        save_png(panel[0], os.path.join(outdir, f'{stem}_observed.png'))
         arrays = dict(ws=out.ws.cpu().numpy())
         if out.q is not None:
             arrays['q'] = out.q.cpu().numpy()
@@ -269,9 +278,9 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                       history=summarize_history(out.history))
         if clean is not None:
             with torch.no_grad():
-                record['psnr'] = float(restoration.psnr(restored.clamp(-1, 1), clean, data_range=2)[0])
-                record['ssim'] = float(restoration.ssim(restored.clamp(-1, 1), clean, data_range=2)[0])
-                record['lpips'] = float(common.safe_lpips(lpips_alex)(restored.clamp(-1, 1), clean).reshape(-1)[0])
+                record.update(image_scores(restored, clean, lpips_alex))
+                # The baseline to beat: the observation itself, brought to the image size as in the panel.
+                record['observation'] = image_scores(panel[0], clean, lpips_alex)
         # Editing.
         with torch.no_grad():
             if direction is not None:

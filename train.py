@@ -48,6 +48,11 @@ CFG_SPECS = {
     # Small enough to learn the 100 embedded 32x32 faces on 2 CPU cores in about ten minutes.
     'tiny':      dict(ref_gpus=1,  kimg=10,     mb=16, mbstd=4,  fmaps=0.03125, lrate=0.0025, gamma=0.05, ema=1, ramp=0.05, map=2,
                       w_dim=128, channel_max=64, num_fp16_res=0, grid=(8, 4), tick_kimg=1),
+    # The demo's generator: many kimg per CPU minute on ~100 small faces (make demo). Narrow layers, a
+    # 2-layer mapping, no path-length regulariser or style mixing (as 'cifar'), large batch and lr, and
+    # an ADA that reacts within a few kimg.
+    'cpu32':     dict(ref_gpus=1,  kimg=40,     mb=32, mbstd=4,  fmaps=0.015625, lrate=0.005, gamma=0.1, ema=2, ramp=0.05, map=2,
+                      w_dim=64, channel_max=64, num_fp16_res=0, grid=(8, 4), tick_kimg=2, pl_weight=0, style_mixing=0, ada_kimg=20),
 }
 
 RESUME_SPECS = ['ffhq256', 'ffhq512', 'ffhq1024', 'celebahq256', 'lsundog256']
@@ -185,6 +190,12 @@ def setup_training_loop_kwargs(
         args.image_grid_size = list(spec.grid)
     if 'tick_kimg' in spec:
         args.kimg_per_tick = spec.tick_kimg
+
+    for key, name in [('pl_weight', 'pl_weight'), ('style_mixing', 'style_mixing_prob')]:
+        if key in spec:
+            args.loss_kwargs[name] = spec[key]
+    if 'ada_kimg' in spec:
+        args.ada_kimg = spec.ada_kimg
 
     if cfg == 'cifar':
         args.loss_kwargs.pl_weight = 0  # disable path length regularization

@@ -43,10 +43,10 @@ def _sqrtm(matrix):
 
 #----------------------------------------------------------------------------
 
-def compute_fid(opts, max_real, num_gen):
+def compute_fid(opts, max_real, num_gen, detector_url=None):
     """FID between up to `max_real` real images (None = all) and `num_gen` generated ones.
-    Returns NaN on ranks other than 0."""
-    detector_url = metric_utils.INCEPTION_URL
+    Returns NaN on ranks other than 0. `detector_url`: another feature detector (default Inception)."""
+    detector_url = detector_url or metric_utils.INCEPTION_URL
     detector_kwargs = dict(return_features=True)  # pool3 features of the NVlabs network
 
     real = metric_utils.compute_feature_stats_for_dataset(

@@ -32,9 +32,10 @@ def kid_from_features(gen_features, real_features, num_subsets=100, max_subset_s
 
 #----------------------------------------------------------------------------
 
-def compute_kid(opts, max_real, num_gen, num_subsets, max_subset_size):
-    """KID between up to `max_real` real images and `num_gen` generated ones (NaN off rank 0)."""
-    detector_url = metric_utils.INCEPTION_URL
+def compute_kid(opts, max_real, num_gen, num_subsets, max_subset_size, detector_url=None):
+    """KID between up to `max_real` real images and `num_gen` generated ones (NaN off rank 0).
+    `detector_url`: another feature detector (default Inception)."""
+    detector_url = detector_url or metric_utils.INCEPTION_URL
     detector_kwargs = dict(return_features=True)
 
     real_features = metric_utils.compute_feature_stats_for_dataset(

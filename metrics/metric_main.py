@@ -11,7 +11,9 @@ Registered metrics (the definitions of stylegan2-ada-pytorch):
 
 plus cheaper variants of the same definitions for quick checks and smoke tests:
 `fid{10k,5k,2k,1k,100}_full`, `kid{10k,1k,100}_full`, `pr{10k,1k}3_full`, `is{10k,1k,100}`,
-`ppl2_wend{10k,1k,100}` (the number is the count of generated images / PPL samples).
+`ppl2_wend{10k,1k,100}` (the number is the count of generated images / PPL samples), and
+download-free `rffid{10k,1k,100}_full` / `rfkid{10k,1k,100}_full`: FID/KID in the features of a
+fixed, seeded random CNN (`random_features`; for tracking a model, not comparable with Inception).
 
 Real-set sizes: the reference semantics are kept, i.e. the number of real images is an upper
 bound (`_full`: the whole dataset; KID: up to 1M; PR: up to 200k; legacy: the first 50k) and a
@@ -38,6 +40,7 @@ from . import kernel_inception_distance
 from . import precision_recall
 from . import perceptual_path_length
 from . import inception_score
+from . import random_features
 
 #----------------------------------------------------------------------------
 
@@ -270,3 +273,24 @@ for _tag in ['10k', '1k', '100']:
     _variant(f'ppl2_wend{_tag}', _make_ppl(_tag, _SIZES[_tag]))
 for _tag in ['10k', '1k']:
     _variant(f'pr{_tag}3_full', _make_pr(_tag, _SIZES[_tag]))
+
+#----------------------------------------------------------------------------
+# Download-free variants: FID/KID in the feature space of a fixed, seeded random CNN
+# (`random_features`). They track one model over training (the CPU demo, tests); they are not
+# comparable with the Inception numbers.
+
+def _make_rf(kind, tag, num):
+    def fn(opts):
+        _full(opts)
+        url = random_features.RANDOM_CONV_URL
+        if kind == 'fid':
+            value = frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=num, detector_url=url)
+        else:
+            value = kernel_inception_distance.compute_kid(opts, max_real=1000000, num_gen=num, num_subsets=100,
+                                                          max_subset_size=1000, detector_url=url)
+        return {f'rf{kind}{tag}_full': value}
+    return fn
+
+for _tag in ['10k', '1k', '100']:
+    _variant(f'rffid{_tag}_full', _make_rf('fid', _tag, _SIZES[_tag]))
+    _variant(f'rfkid{_tag}_full', _make_rf('kid', _tag, _SIZES[_tag]))

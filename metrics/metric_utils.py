@@ -41,6 +41,8 @@ import torch
 
 import dnnlib
 
+from . import random_features
+
 #----------------------------------------------------------------------------
 # Detectors.
 
@@ -134,7 +136,7 @@ def get_feature_detector(url, device=torch.device('cpu'), num_gpus=1, rank=0, ve
     assert 0 <= rank < num_gpus
     url = os.fspath(url)
     device = torch.device(device)
-    local = _local_path(url)
+    local = None if url.startswith(random_features.BUILTIN_PREFIX) else _local_path(url)
     key = (url, str(device))
     if local is not None and os.path.isfile(local):
         st = os.stat(local)
@@ -159,6 +161,11 @@ def get_feature_detector(url, device=torch.device('cpu'), num_gpus=1, rank=0, ve
 
 
 def _open_detector(url, local, verbose):
+    if url.startswith(random_features.BUILTIN_PREFIX):  # download-free detectors built from code
+        try:
+            return random_features.make_detector(url)
+        except ValueError as err:
+            raise DetectorError(str(err), url=url) from None
     name = detector_name_of(url)
     hint = ''
     if name is not None:

@@ -1,0 +1,132 @@
+"""The main job (`make demo` = demo.py) at a reduced size, its random-feature metric, the cpu32
+preset and the restoration report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from inversion import report
+from metrics import metric_main
+from metrics import metric_utils
+from metrics import random_features
+from training import networks
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+
+#----------------------------------------------------------------------------
+# The random-feature detector and metrics.
+
+def test_random_features_fixed_and_discriminative():
+    a, b = random_features.RandomConvFeatures(), random_features.RandomConvFeatures()
+    assert all(torch.equal(x, y) for x, y in zip(a.buffers(), b.buffers()))  # seeded: the same network every time
+    gen = torch.Generator().manual_seed(0)
+    imgs = (torch.rand([6, 3, 32, 32], generator=gen) * 255).to(torch.uint8)
+    feats = a(imgs)
+    assert feats.shape == (6, a.feature_dim) and feats.dtype == torch.float32
+    # Grey repeated to RGB and a 64-px version of the same picture land close; a different picture does not.
+    big = torch.nn.functional.interpolate(imgs.float(), scale_factor=2, mode='nearest').to(torch.uint8)
+    same = (a(big) - feats).norm(dim=1) / feats.norm(dim=1)
+    other = (a(imgs.roll(1, 0)) - feats).norm(dim=1) / feats.norm(dim=1)
+    assert float(same.max()) < 0.35 < float(other.min())
+
+
+def test_random_feature_metrics_registered_and_offline(tmp_path):
+    for name in ['rfkid1k_full', 'rffid1k_full', 'rfkid100_full', 'rffid100_full']:
+        assert metric_main.is_valid_metric(name)
+    det = metric_utils.get_feature_detector(random_features.RANDOM_CONV_URL)  # built from code, no download
+    assert isinstance(det, random_features.RandomConvFeatures)
+    with pytest.raises(metric_utils.DetectorError, match='unknown built-in'):
+        metric_utils.get_feature_detector('builtin:nope')
+
+
+def _faces_zip(tmp_path, n=32):
+    import dataset_tool
+    path = str(tmp_path / 'faces.zip')
+    dataset_tool.convert_dataset(source='builtin:lfw-faces', dest=path, max_images=n, resolution=32, transform=None,
+                                 resize_filter='lanczos', channels=1)
+    return path
+
+
+def test_rfkid_ranks_generators(tmp_path):
+    """The metric of a random generator is far above that of a 'generator' that replays real faces."""
+    data = _faces_zip(tmp_path)
+    kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=False, xflip=False)
+    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=1,
+                           mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=256, channel_max=16))
+    bad = metric_main.calc_metric('rfkid100_full', G=G, dataset_kwargs=kwargs, device='cpu', cache=False).results.rfkid100_full
+
+    from metrics.metric_utils import open_dataset
+    reals = torch.from_numpy(np.stack([open_dataset(kwargs)[i][0] for i in range(32)])).float() / 127.5 - 1
+
+    class Replay(torch.nn.Module):
+        z_dim, c_dim, img_resolution, img_channels = 4, 0, 32, 1
+
+        def forward(self, z, c, **_kwargs):
+            idx = (z[:, 0].abs() * 1000).long() % reals.shape[0]
+            return reals[idx]
+
+    good = metric_main.calc_metric('rfkid100_full', G=Replay(), dataset_kwargs=kwargs, device='cpu', cache=False).results.rfkid100_full
+    assert good < 0.05 * bad
+
+#----------------------------------------------------------------------------
+# The cpu32 preset and the report helpers.
+
+def test_cpu32_preset(tmp_path):
+    data = _faces_zip(tmp_path, n=8)
+    _desc, args = train.setup_training_loop_kwargs(data=data, cfg='cpu32', workers=0, device='cpu')
+    assert args.batch_size == 32 and args.G_kwargs.mapping_kwargs.num_layers == 2
+    assert args.loss_kwargs.pl_weight == 0 and args.loss_kwargs.style_mixing_prob == 0 and args.ada_kimg == 20
+    _desc, tiny = train.setup_training_loop_kwargs(data=data, cfg='tiny', workers=0, device='cpu')
+    assert 'pl_weight' not in tiny.loss_kwargs and tiny.get('ada_kimg') is None  # the tiny preset is unchanged
+
+
+def test_report_table_and_panel():
+    rec = lambda p, l, obs: dict(psnr=p, ssim=0.5, lpips=l, observation=dict(psnr=obs, ssim=0.4, lpips=0.3))
+    results = {'qc': dict(images={'heldout0': rec(25, 0.1, 20), 'generated-seed1': rec(30, 0.05, 21)}),
+               'ngd': dict(images={'heldout0': dict(psnr=18, ssim=0.3, lpips=0.4), 'generated-seed1': dict(psnr=22, ssim=0.5, lpips=0.2)})}
+    table = report.group_scores(results, {'held-out': 'heldout', 'generated': 'generated-'})
+    assert table['held-out']['observation']['psnr'] == 20 and table['generated']['qc']['psnr'] == 30
+    assert report.beats_observation(table, 'qc') == {'held-out': True, 'generated': True}
+    assert report.beats_observation(table, 'ngd') == {'held-out': False, 'generated': True}
+    text = report.format_table(table, ['qc', 'ngd'])
+    assert 'NOT better' in text and 'restored: qc' in text
+    grid = report.labelled_grid([[np.zeros([8, 8, 1], np.uint8), np.full([8, 8, 3], 255, np.uint8)]],
+                                col_labels=['a', 'b'], row_labels=['r'], scale=4)
+    assert grid.dtype == np.uint8 and grid.shape[2] == 3 and grid.shape[0] >= 32 and grid.shape[1] >= 64
+
+#----------------------------------------------------------------------------
+# The whole demo at a reduced size.
+
+def test_demo_quick(tmp_path):
+    """demo.py --size quick: every stage runs; the generator metric falls from init, and a restoration
+    beats the observation (PSNR and LPIPS) on generator-made targets, where the ground truth is known."""
+    outdir = tmp_path / 'demo'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'demo.py'), '--size', 'quick', '--outdir', str(outdir),
+                           '--device', 'cpu'], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((outdir / 'summary.json').read_text())
+    metric = summary['metric_by_kimg']
+    assert metric[0][0] == 0 and metric[-1][0] > 0
+    assert metric[-1][1] < 0.5 * metric[0][1]
+    for method in ['qc', 'ngd']:
+        results = json.loads((outdir / f'restore-{method}' / 'results.json').read_text())
+        assert results['method'] == method and len(results['images']) >= 5
+        assert all('observation' in rec and 'psnr' in rec for rec in results['images'].values())
+    assert results['encoder'] is None and json.loads((outdir / 'restore-qc' / 'results.json').read_text())['encoder']
+    assert any(summary['beats_observation'][m]['generated'] for m in ['qc', 'ngd'])
+    assert (outdir / 'restoration.png').is_file()
+    tail = proc.stdout.strip().splitlines()[-12:]
+    assert any('observation (upsampled)' in line for line in tail) and any('restoration.png' in line for line in tail)
+    # Rerunning replaces the outputs cleanly.
+    assert 'Replacing' not in proc.stdout
+
+#----------------------------------------------------------------------------
