@@ -6,10 +6,11 @@ or changed by hand. Outputs go to OUTDIR (default out/demo), which a new run rep
 
 \b
 Stages:
-  1. data      96 of the 100 grey faces of skimage's lfw_subset -> OUTDIR/data/train.zip; 4 held out
-  2. train     StyleGAN2-ADA, --cfg cpu32 --mirror 1, with the download-free rfkid1k_full metric
+  1. data      96 of the 100 grey faces of skimage's lfw_subset (as RGB) -> OUTDIR/data/train.zip; 4 held out
+  2. train     StyleGAN2-ADA, --cfg cpu32 --mirror 1 --augpipe bg, with the download-free rfkid1k_full metric
                (KID in a fixed random CNN's features) at every snapshot
-  3. qc        QC-StyleGAN fine-tuning of that network (--degradation demo32: ranges for 32 px)
+  3. qc        QC-StyleGAN fine-tuning of that network (--degradation demo32: ranges for 32 px; --q-dim 4,
+               as the DegradBlocks widen conv1 by q_dim * 16 channels, 16 times the width of this network)
   4. encoder   a tiny-backbone pSp (w, q) encoder for the QC network
   5. targets   ground truths: the held-out faces and faces made by the QC network (sharp, q = 0)
   6. restore   invert.py --method qc --encoder ..., and --method ngd, on the same degraded targets
@@ -25,6 +26,7 @@ Examples:
 import glob
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,10 +35,13 @@ import time
 import click
 import numpy as np
 
-# Per size: the generator kimg, QC fine-tuning kimg, encoder steps, restoration steps and targets.
+# Per size: the generator kimg, QC fine-tuning kimg, encoder steps, restoration steps (QC: refine the
+# encoder's (w, q), then tune the generator), generator-made targets, and the degradation. The quick
+# size (a smoke test) uses sr:4 because its barely trained generator makes smooth images, which an
+# sr:2 observation already shows almost exactly.
 SIZES = {
-    'full':  dict(kimg=48, snap=4, metric='rfkid1k_full', qc_kimg=4, enc_steps=1500, enc_batch=16, qc_steps='0,150', ngd_steps='100,100,100', gen_targets=4),
-    'quick': dict(kimg=1, snap=1, metric='rfkid100_full', qc_kimg=1, enc_steps=40, enc_batch=8, qc_steps='0,20', ngd_steps='15,15,15', gen_targets=1),
+    'full':  dict(kimg=48, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=1500, enc_batch=16, qc_steps='100,150', ngd_steps='100,100,100', gen_targets=4, degradation='sr:2'),
+    'quick': dict(kimg=1, snap=1, metric='rfkid100_full', qc_kimg=1, enc_steps=40, enc_batch=8, qc_steps='10,20', ngd_steps='15,15,15', gen_targets=1, degradation='sr:4'),
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,21 +55,29 @@ class Stages:
         self.index = 0
         self.start = time.time()
         self.times = {}
+        self.cpu_times = {}
 
     def run(self, name, argv):
+        """Run `python argv...` in the repository folder; stop the demo if it fails."""
         self.index += 1
-        print(f'\n[demo {self.index}/{self.total}] {name}: ' + ' '.join(argv[1:]), flush=True)
-        t0 = time.time()
-        result = subprocess.run([sys.executable] + argv[1:], cwd=HERE, check=False)
+        print(f'\n[demo {self.index}/{self.total}] {name}: python ' + ' '.join(argv), flush=True)
+        t0, cpu0 = time.time(), _children_cpu()
+        result = subprocess.run([sys.executable] + argv, cwd=HERE, check=False)
         self.times[name] = time.time() - t0
+        self.cpu_times[name] = _children_cpu() - cpu0
         if result.returncode != 0:
             raise click.ClickException(f'stage "{name}" failed (exit code {result.returncode}); its output is above')
-        print(f'[demo {self.index}/{self.total}] {name} done in {self.times[name]:.0f} s '
-              f'(total {time.time() - self.start:.0f} s)', flush=True)
+        print(f'[demo {self.index}/{self.total}] {name} done in {self.times[name]:.0f} s ({self.cpu_times[name]:.0f} s CPU; '
+              f'total {time.time() - self.start:.0f} s)', flush=True)
 
     def step(self, name):
         self.index += 1
         print(f'\n[demo {self.index}/{self.total}] {name}', flush=True)
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def only(pattern, what):
@@ -88,62 +101,87 @@ def read_metric(run_dir, metric):
 
 #----------------------------------------------------------------------------
 
-@click.command(help=__doc__)
-@click.option('--outdir', default='out/demo', show_default=True, help='Output folder (replaced)')
-@click.option('--size', type=click.Choice(list(SIZES)), default='full', show_default=True, help='full demo or a quick smoke run')
-@click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N')
-@click.option('--degradation', default='sr:2', show_default=True, help='What the targets go through before restoration (invert.py spec)')
-@click.option('--kimg', type=int, default=None, help='Override the generator training length')
-def main(outdir, size, device, degradation, kimg):
-    cfg = dict(SIZES[size])
-    if kimg is not None:
-        cfg['kimg'] = kimg
-    outdir = os.path.abspath(outdir)
-    if os.path.isdir(outdir):
-        print(f'Replacing the previous demo outputs in {outdir}')
-        shutil.rmtree(outdir)
-    os.makedirs(outdir)
-    py = 'python'
-    dev = ['--device', device]
-    stages = Stages(total=9)
+def train_networks(stages, cfg, data, heldout, runs, enc_runs, dev, generator=None):
+    """Stages 1-5: data, generator, QC fine-tuning, encoder -> (run_dir, network, qc_dir, qc_net, encoder)."""
+    # The faces are grey; they are stored as RGB because the pSp encoders take RGB generators.
+    stages.run('data', ['dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', data, '--resolution', '32',
+                        '--max-images', '96'])
+    stages.run('held-out data', ['dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', heldout,
+                                 '--resolution', '32', '--skip-images', '96'])
 
-    # 1. Data.
-    data = os.path.join(outdir, 'data', 'train.zip')
-    heldout = os.path.join(outdir, 'data', 'heldout')
-    stages.run('data', [py, 'dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', data, '--resolution', '32',
-                        '--channels', '1', '--max-images', '96'])
-    stages.run('held-out data', [py, 'dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', heldout,
-                                 '--resolution', '32', '--channels', '1', '--skip-images', '96'])
+    # StyleGAN2-ADA. --augpipe bg: no colour augmentations, which would teach D (and then G) colour on grey faces.
+    if generator is None:
+        stages.run('train the generator', ['train.py', '--outdir', runs, '--data', data, '--cfg', 'cpu32',
+                                           '--kimg', str(cfg['kimg']), '--snap', str(cfg['snap']), '--metrics', cfg['metric'],
+                                           '--mirror', '1', '--augpipe', 'bg', '--workers', '0'] + dev)
+        run_dir = only(os.path.join(runs, '00000-*'), 'the training run')
+        network = only(os.path.join(run_dir, 'network-snapshot-*.pkl'), 'a generator snapshot')
+    else:
+        stages.step(f'train the generator: skipped, using {generator}')
+        run_dir, network = os.path.dirname(os.path.abspath(generator)), os.path.abspath(generator)
 
-    # 2. StyleGAN2-ADA.
-    runs = os.path.join(outdir, 'runs')
-    stages.run('train the generator', [py, 'train.py', '--outdir', runs, '--data', data, '--cfg', 'cpu32',
-                                       '--kimg', str(cfg['kimg']), '--snap', str(cfg['snap']), '--metrics', cfg['metric'],
-                                       '--mirror', '1', '--workers', '0'] + dev)
-    run_dir = only(os.path.join(runs, '00000-*'), 'the training run')
-    network = only(os.path.join(run_dir, 'network-snapshot-*.pkl'), 'a generator snapshot')
-
-    # 3. QC-StyleGAN.
-    stages.run('QC-StyleGAN fine-tuning', [py, 'train.py', '--outdir', runs, '--data', data, '--cfg', 'cpu32', '--qc',
-                                           '--resume', network, '--degradation', 'demo32', '--kimg', str(cfg['qc_kimg']),
-                                           '--snap', '1', '--workers', '0'] + dev)
+    # QC-StyleGAN.
+    stages.run('QC-StyleGAN fine-tuning', ['train.py', '--outdir', runs, '--data', data, '--cfg', 'cpu32', '--qc',
+                                           '--resume', network, '--degradation', 'demo32', '--q-dim', '4', '--train-blocks', '2',
+                                           '--kimg', str(cfg['qc_kimg']), '--snap', '1', '--workers', '0'] + dev)
     qc_dir = only(os.path.join(runs, '*-qc'), 'the QC run')
     qc_net = only(os.path.join(qc_dir, 'network-snapshot-*.pkl'), 'a QC snapshot')
 
-    # 4. pSp encoder.
-    enc_runs = os.path.join(outdir, 'encoder')
-    stages.run('train the pSp encoder', [py, 'train_encoder.py', '--outdir', enc_runs, '--network', qc_net, '--data', data,
+    # pSp encoder.
+    stages.run('train the pSp encoder', ['train_encoder.py', '--outdir', enc_runs, '--network', qc_net, '--data', data,
                                          '--backbone', 'tiny', '--input-size', '32', '--batch', str(cfg['enc_batch']),
                                          '--steps', str(cfg['enc_steps']), '--degradation', 'demo32', '--opt', 'adam',
                                          '--lr', '1e-3', '--lpips-backbone', 'random', '--val-images', '8',
                                          '--tick', '100', '--val-every', str(max(cfg['enc_steps'] // 3, 1)),
                                          '--snap', str(cfg['enc_steps']), '--workers', '0'] + dev)
     encoder = only(os.path.join(enc_runs, '*', 'checkpoint.pt'), 'the encoder checkpoint')
+    return run_dir, network, qc_dir, qc_net, encoder
+
+#----------------------------------------------------------------------------
+
+@click.command(help=__doc__)
+@click.option('--outdir', default='out/demo', show_default=True, help='Output folder (replaced)')
+@click.option('--size', type=click.Choice(list(SIZES)), default='full', show_default=True, help='full demo or a quick smoke run')
+@click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N')
+@click.option('--degradation', default=None, help='What the targets go through before restoration (invert.py spec) [default: sr:2; quick: sr:4]')
+@click.option('--kimg', type=int, default=None, help='Override the generator training length')
+@click.option('--reuse', is_flag=True, help='Keep the networks a previous run trained in OUTDIR; redo the targets, restoration and report')
+@click.option('--generator', default=None, help='Skip the generator training: start from this trained 32x32 RGB StyleGAN2 pickle')
+def main(outdir, size, device, degradation, kimg, reuse, generator):
+    cfg = dict(SIZES[size])
+    degradation = degradation or cfg['degradation']
+    if kimg is not None:
+        cfg['kimg'] = kimg
+    outdir = os.path.abspath(outdir)
+    dev = ['--device', device]
+    stages = Stages(total=9)
+    data = os.path.join(outdir, 'data', 'train.zip')
+    heldout = os.path.join(outdir, 'data', 'heldout')
+    runs = os.path.join(outdir, 'runs')
+    enc_runs = os.path.join(outdir, 'encoder')
+    if reuse:
+        if generator is not None:
+            raise click.UsageError('--reuse keeps every network of the previous run; drop --generator')
+        run_dir = only(os.path.join(runs, '00000-*'), 'the training run of a previous demo (run without --reuse first)')
+        network = only(os.path.join(run_dir, 'network-snapshot-*.pkl'), 'a generator snapshot')
+        qc_dir = only(os.path.join(runs, '*-qc'), 'the QC run')
+        qc_net = only(os.path.join(qc_dir, 'network-snapshot-*.pkl'), 'a QC snapshot')
+        encoder = only(os.path.join(enc_runs, '*', 'checkpoint.pt'), 'the encoder checkpoint')
+        for path in [os.path.join(outdir, 'generated'), os.path.join(outdir, 'targets')] + glob.glob(os.path.join(outdir, 'restore-*')):
+            shutil.rmtree(path, ignore_errors=True)
+        print(f'Reusing the networks of the previous run: {qc_net}, {encoder}')
+        stages.index = 5
+    else:
+        if os.path.isdir(outdir):
+            print(f'Replacing the previous demo outputs in {outdir}')
+            shutil.rmtree(outdir)
+        os.makedirs(outdir)
+        run_dir, network, qc_dir, qc_net, encoder = train_networks(stages, cfg, data, heldout, runs, enc_runs, dev, generator)
 
     # 5. Ground-truth targets: held-out faces and generator-made faces (sharp, q = 0).
     gen_dir = os.path.join(outdir, 'generated')
     seeds = f'1000-{1000 + cfg["gen_targets"] - 1}'
-    stages.run('generator-made targets', [py, 'generate.py', '--network', qc_net, '--seeds', seeds, '--outdir', gen_dir,
+    stages.run('generator-made targets', ['generate.py', '--network', qc_net, '--seeds', seeds, '--outdir', gen_dir,
                                           '--trunc', '0.7', '--grid'] + dev)
     targets = os.path.join(outdir, 'targets')
     os.makedirs(targets)
@@ -157,7 +195,7 @@ def main(outdir, size, device, degradation, kimg):
               '--lpips-backbone', 'random'] + dev
     methods = dict(qc=['--encoder', encoder, '--steps', cfg['qc_steps']], ngd=['--steps', cfg['ngd_steps']])
     for method, extra in methods.items():
-        stages.run(f'restore with {method}', [py, 'invert.py', '--network', qc_net, '--method', method,
+        stages.run(f'restore with {method}', ['invert.py', '--network', qc_net, '--method', method,
                                               '--outdir', os.path.join(outdir, f'restore-{method}')] + common + extra)
 
     # 7. Report.
@@ -168,7 +206,7 @@ def main(outdir, size, device, degradation, kimg):
     results = {m: report.load_results(os.path.join(outdir, f'restore-{m}', 'results.json')) for m in methods}
     groups = {'held-out': 'heldout', 'generated': 'generated-'}
     table = report.group_scores(results, groups)
-    stems = sorted(next(iter(results.values()))['images'])
+    stems = sorted(next(iter(results.values()))['images'], key=lambda s: (not s.startswith('heldout'), s))
     columns = [('observed', lambda s: os.path.join(outdir, 'restore-qc', f'{s}_observed.png'))]
     columns += [(m.upper(), (lambda s, m=m: os.path.join(outdir, f'restore-{m}', f'{s}_restored.png'))) for m in methods]
     columns += [('truth', lambda s: os.path.join(targets, f'{s}.png'))]
@@ -179,7 +217,7 @@ def main(outdir, size, device, degradation, kimg):
                    qc_generator=os.path.relpath(qc_net, outdir), encoder=os.path.relpath(encoder, outdir),
                    metric=cfg['metric'], metric_by_kimg=metric, table=table,
                    beats_observation={m: report.beats_observation(table, m) for m in methods},
-                   stage_seconds=stages.times, total_seconds=time.time() - stages.start)
+                   stage_seconds=stages.times, stage_cpu_seconds=stages.cpu_times, total_seconds=time.time() - stages.start)
     with open(os.path.join(outdir, 'summary.json'), 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2)
 

@@ -196,6 +196,8 @@ def setup_training_loop_kwargs(
             args.loss_kwargs[name] = spec[key]
     if 'ada_kimg' in spec:
         args.ada_kimg = spec.ada_kimg
+    if 'use_noise' in spec:
+        args.G_kwargs.synthesis_kwargs.use_noise = spec.use_noise
 
     if cfg == 'cifar':
         args.loss_kwargs.pl_weight = 0  # disable path length regularization
