@@ -367,8 +367,9 @@ class AugmentPipe(torch.nn.Module):
                               parameters for all but the discrete ops, e.g. xflip and lumaflip
                               fire for percentiles >= 0.5). Normal draws become -inf / +inf at 0 /
                               1, which is meaningful only where the limit is (saturation 0 = gray).
-                              The noise field is drawn from a fixed seed, so the output is fully
-                              deterministic.
+                              As in the official pipe, the post-rotation stays 0 (only the
+                              pre-rotation turns). The noise field is drawn from a fixed seed, so
+                              the output is fully deterministic, and no random numbers are drawn.
 
         Returns:
             Tensor of the same shape, dtype and device.
