@@ -1,6 +1,6 @@
 """training/augment.py against the official stylegan2-ada-pytorch AugmentPipe.
 
-`/work/shared/fixtures/ada-official.npz` (or $QCGAN_FIXTURES/ada-official.npz) holds the official pipe's
+`../shared/fixtures/ada-official.npz` beside the checkout (or $QCGAN_FIXTURES/ada-official.npz) holds the official pipe's
 outputs and input gradients for 15 single ops and the `bgc`/`bgcfnc` presets at p = 0.5 and 1.0 (34
 cases), under the seed protocol of the fixture README: `torch.manual_seed(5)` right before the call. A
 match to 1e-4 therefore also checks that the pipe consumes random numbers in the official order.
@@ -14,7 +14,8 @@ import torch
 
 from training.augment import AugmentPipe, augpipe_specs
 
-_FIXTURE_DIR = os.environ.get('QCGAN_FIXTURES', '/work/shared/fixtures')
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_FIXTURE_DIR = os.environ.get('QCGAN_FIXTURES', os.path.join(os.path.dirname(_REPO), 'shared', 'fixtures'))
 _FIXTURE = os.path.join(_FIXTURE_DIR, 'ada-official.npz')
 
 _SINGLE_OPS = ['xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac', 'brightness', 'contrast',
