@@ -6,15 +6,18 @@ or changed by hand. Outputs go to OUTDIR (default out/demo), which a new run rep
 
 \b
 Stages:
-  1. data      96 of the 100 grey faces of skimage's lfw_subset (as RGB) -> OUTDIR/data/train.zip; 4 held out
-  2. train     StyleGAN2-ADA, --cfg cpu32 --mirror 1 --augpipe bg, with the download-free rfkid1k_full metric
-               (KID in a fixed random CNN's features) at every snapshot
-  3. qc        QC-StyleGAN fine-tuning of that network (--degradation demo32: ranges for 32 px; --q-dim 4,
+  1. data      96 of the 100 grey faces of skimage's lfw_subset -> OUTDIR/data/train-grey.zip
+  2. data      the same as RGB (train.zip), and the 4 held-out faces
+  3. train     StyleGAN2-ADA on the grey faces, --cfg cpu32 --mirror 1, with the download-free
+               rfkid1k_full metric (KID in a fixed random CNN's features) at every snapshot
+  4. rgb       the grey network as an exactly equivalent RGB network (training/channels.py), since
+               the pSp encoders and inversion work on RGB networks
+  5. qc        QC-StyleGAN fine-tuning of that network (--degradation demo32: ranges for 32 px; --q-dim 4,
                as the DegradBlocks widen conv1 by q_dim * 16 channels, 16 times the width of this network)
-  4. encoder   a tiny-backbone pSp (w, q) encoder for the QC network
-  5. targets   ground truths: the held-out faces and faces made by the QC network (sharp, q = 0)
-  6. restore   invert.py --method qc --encoder ..., and --method ngd, on the same degraded targets
-  7. report    PSNR/SSIM/LPIPS of the restored images and of the observation vs the ground truth
+  6. encoder   a tiny-backbone pSp (w, q) encoder for the QC network
+  7. targets   ground truths: the held-out faces and faces made by the QC network (sharp, q = 0)
+  8. restore   invert.py --method qc --encoder ..., and --method ngd, on the same degraded targets
+  9. report    PSNR/SSIM/LPIPS of the restored images and of the observation vs the ground truth
 
 \b
 Examples:
@@ -40,7 +43,7 @@ import numpy as np
 # size (a smoke test) uses sr:4 because its barely trained generator makes smooth images, which an
 # sr:2 observation already shows almost exactly.
 SIZES = {
-    'full':  dict(kimg=48, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=1500, enc_batch=16, qc_steps='100,150', ngd_steps='100,100,100', gen_targets=4, degradation='sr:2'),
+    'full':  dict(kimg=40, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=300, enc_batch=16, qc_steps='50,100', ngd_steps='100,100,100', gen_targets=4, degradation='sr:2'),
     'quick': dict(kimg=1, snap=1, metric='rfkid100_full', qc_kimg=1, enc_steps=40, enc_batch=8, qc_steps='10,20', ngd_steps='15,15,15', gen_targets=1, degradation='sr:4'),
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,16 +60,17 @@ class Stages:
         self.times = {}
         self.cpu_times = {}
 
-    def run(self, name, argv):
-        """Run `python argv...` in the repository folder; stop the demo if it fails."""
+    def run(self, name, *commands):
+        """Run each `python argv...` in the repository folder; stop the demo if one fails."""
         self.index += 1
-        print(f'\n[demo {self.index}/{self.total}] {name}: python ' + ' '.join(argv), flush=True)
         t0, cpu0 = time.time(), _children_cpu()
-        result = subprocess.run([sys.executable] + argv, cwd=HERE, check=False)
+        for i, argv in enumerate(commands):
+            print(f'\n[demo {self.index}/{self.total}] {name if i == 0 else "..."}: python ' + ' '.join(argv), flush=True)
+            result = subprocess.run([sys.executable] + argv, cwd=HERE, check=False)
+            if result.returncode != 0:
+                raise click.ClickException(f'stage "{name}" failed (exit code {result.returncode}); its output is above')
         self.times[name] = time.time() - t0
         self.cpu_times[name] = _children_cpu() - cpu0
-        if result.returncode != 0:
-            raise click.ClickException(f'stage "{name}" failed (exit code {result.returncode}); its output is above')
         print(f'[demo {self.index}/{self.total}] {name} done in {self.times[name]:.0f} s ({self.cpu_times[name]:.0f} s CPU; '
               f'total {time.time() - self.start:.0f} s)', flush=True)
 
@@ -102,27 +106,36 @@ def read_metric(run_dir, metric):
 #----------------------------------------------------------------------------
 
 def train_networks(stages, cfg, data, heldout, runs, enc_runs, dev, generator=None):
-    """Stages 1-5: data, generator, QC fine-tuning, encoder -> (run_dir, network, qc_dir, qc_net, encoder)."""
-    # The faces are grey; they are stored as RGB because the pSp encoders take RGB generators.
-    stages.run('data', ['dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', data, '--resolution', '32',
-                        '--max-images', '96'])
-    stages.run('held-out data', ['dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', heldout,
-                                 '--resolution', '32', '--skip-images', '96'])
+    """Stages 1-6: data, generator, RGB conversion, QC fine-tuning, encoder -> (run_dir, network, qc_dir, qc_net, encoder)."""
+    data_grey = data.replace('.zip', '-grey.zip')
+    stages.run('data', ['dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', data_grey, '--resolution', '32',
+                        '--channels', '1', '--max-images', '96'])
+    stages.run('RGB and held-out data', ['dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', data,
+                                         '--resolution', '32', '--max-images', '96'],
+               ['dataset_tool.py', '--source', 'builtin:lfw-faces', '--dest', heldout, '--resolution', '32', '--skip-images', '96'])
 
-    # StyleGAN2-ADA. --augpipe bg: no colour augmentations, which would teach D (and then G) colour on grey faces.
+    # StyleGAN2-ADA on the grey faces (a 1-channel generator never has to learn that R = G = B).
     if generator is None:
-        stages.run('train the generator', ['train.py', '--outdir', runs, '--data', data, '--cfg', 'cpu32',
+        stages.run('train the generator', ['train.py', '--outdir', runs, '--data', data_grey, '--cfg', 'cpu32',
                                            '--kimg', str(cfg['kimg']), '--snap', str(cfg['snap']), '--metrics', cfg['metric'],
-                                           '--mirror', '1', '--augpipe', 'bg', '--workers', '0'] + dev)
+                                           '--mirror', '1', '--workers', '0'] + dev)
         run_dir = only(os.path.join(runs, '00000-*'), 'the training run')
         network = only(os.path.join(run_dir, 'network-snapshot-*.pkl'), 'a generator snapshot')
     else:
         stages.step(f'train the generator: skipped, using {generator}')
         run_dir, network = os.path.dirname(os.path.abspath(generator)), os.path.abspath(generator)
 
+    # The same network with RGB output (exactly grey), for the RGB tools (encoders, inversion).
+    stages.step('grey -> RGB network')
+    import legacy
+    from training import channels
+    rgb_net = os.path.join(runs, 'generator-rgb.pkl')
+    legacy.save_network_pkl(channels.grey_to_rgb(legacy.load_network(network, verbose=False)), rgb_net)
+    print(f'Wrote {rgb_net}')
+
     # QC-StyleGAN.
     stages.run('QC-StyleGAN fine-tuning', ['train.py', '--outdir', runs, '--data', data, '--cfg', 'cpu32', '--qc',
-                                           '--resume', network, '--degradation', 'demo32', '--q-dim', '4', '--train-blocks', '2',
+                                           '--resume', rgb_net, '--degradation', 'demo32', '--q-dim', '4', '--train-blocks', '2',
                                            '--kimg', str(cfg['qc_kimg']), '--snap', '1', '--workers', '0'] + dev)
     qc_dir = only(os.path.join(runs, '*-qc'), 'the QC run')
     qc_net = only(os.path.join(qc_dir, 'network-snapshot-*.pkl'), 'a QC snapshot')
@@ -154,7 +167,7 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
         cfg['kimg'] = kimg
     outdir = os.path.abspath(outdir)
     dev = ['--device', device]
-    stages = Stages(total=9)
+    stages = Stages(total=10)
     data = os.path.join(outdir, 'data', 'train.zip')
     heldout = os.path.join(outdir, 'data', 'heldout')
     runs = os.path.join(outdir, 'runs')
@@ -170,7 +183,7 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
         for path in [os.path.join(outdir, 'generated'), os.path.join(outdir, 'targets')] + glob.glob(os.path.join(outdir, 'restore-*')):
             shutil.rmtree(path, ignore_errors=True)
         print(f'Reusing the networks of the previous run: {qc_net}, {encoder}')
-        stages.index = 5
+        stages.index = 6
     else:
         if os.path.isdir(outdir):
             print(f'Replacing the previous demo outputs in {outdir}')
@@ -178,7 +191,7 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
         os.makedirs(outdir)
         run_dir, network, qc_dir, qc_net, encoder = train_networks(stages, cfg, data, heldout, runs, enc_runs, dev, generator)
 
-    # 5. Ground-truth targets: held-out faces and generator-made faces (sharp, q = 0).
+    # Ground-truth targets: held-out faces and generator-made faces (sharp, q = 0).
     gen_dir = os.path.join(outdir, 'generated')
     seeds = f'1000-{1000 + cfg["gen_targets"] - 1}'
     stages.run('generator-made targets', ['generate.py', '--network', qc_net, '--seeds', seeds, '--outdir', gen_dir,
@@ -190,7 +203,7 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
     for path in sorted(glob.glob(os.path.join(gen_dir, 'seed[0-9][0-9][0-9][0-9].png'))):
         shutil.copyfile(path, os.path.join(targets, 'generated-' + os.path.basename(path)))
 
-    # 6. Restoration: QC with the encoder, and NGD, on the same degraded targets.
+    # Restoration: QC with the encoder, and NGD, on the same degraded targets.
     common = ['--target', targets, '--ground-truth', targets, '--synthesize-degradation', '--degradation', degradation,
               '--lpips-backbone', 'random'] + dev
     methods = dict(qc=['--encoder', encoder, '--steps', cfg['qc_steps']], ngd=['--steps', cfg['ngd_steps']])
@@ -198,7 +211,7 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
         stages.run(f'restore with {method}', ['invert.py', '--network', qc_net, '--method', method,
                                               '--outdir', os.path.join(outdir, f'restore-{method}')] + common + extra)
 
-    # 7. Report.
+    # Report.
     stages.step('report')
     sys.path.insert(0, HERE)
     from inversion import report

@@ -77,6 +77,29 @@ def test_rfkid_ranks_generators(tmp_path):
     assert good < 0.05 * bad
 
 #----------------------------------------------------------------------------
+# Grey -> RGB network surgery.
+
+def test_grey_to_rgb_is_exact():
+    from training import channels
+    kw = dict(c_dim=0, img_resolution=16, img_channels=1, channel_base=256, channel_max=16)
+    G = networks.Generator(z_dim=8, w_dim=8, mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=256, channel_max=16),
+                           c_dim=0, img_resolution=16, img_channels=1).eval()
+    D = networks.Discriminator(**kw).eval()
+    with torch.no_grad():  # non-trivial ToRGB biases
+        for name, p in G.named_parameters():
+            if 'torgb.bias' in name:
+                p.add_(0.3)
+    out = channels.grey_to_rgb(dict(G=G, D=D, G_ema=G, training_set_kwargs=dict(path='grey.zip'), augment_pipe=None))
+    assert 'training_set_kwargs' not in out and out['G'].img_channels == 3 and out['D'].img_channels == 3
+    z = torch.randn([3, 8])
+    grey = G(z, None, noise_mode='const')
+    rgb = out['G_ema'](z, None, noise_mode='const')
+    assert rgb.shape == (3, 3, 16, 16) and torch.equal(rgb, grey.repeat(1, 3, 1, 1))
+    torch.testing.assert_close(out['D'](rgb, None), D(grey, None), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='1-channel'):
+        channels.module_to_rgb(networks.Discriminator(**dict(kw, img_channels=2)))
+
+#----------------------------------------------------------------------------
 # The cpu32 preset and the report helpers.
 
 def test_cpu32_preset(tmp_path):
