@@ -175,8 +175,12 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
     if reuse:
         if generator is not None:
             raise click.UsageError('--reuse keeps every network of the previous run; drop --generator')
-        run_dir = only(os.path.join(runs, '00000-*'), 'the training run of a previous demo (run without --reuse first)')
-        network = only(os.path.join(run_dir, 'network-snapshot-*.pkl'), 'a generator snapshot')
+        summary = os.path.join(outdir, 'summary.json')
+        if not os.path.isfile(summary):
+            raise click.ClickException(f'--reuse: no finished demo in {outdir} (no summary.json); run without --reuse first')
+        with open(summary, encoding='utf-8') as f:
+            network = os.path.join(outdir, json.load(f)['generator'])
+        run_dir = os.path.dirname(network)
         qc_dir = only(os.path.join(runs, '*-qc'), 'the QC run')
         qc_net = only(os.path.join(qc_dir, 'network-snapshot-*.pkl'), 'a QC snapshot')
         encoder = only(os.path.join(enc_runs, '*', 'checkpoint.pt'), 'the encoder checkpoint')
@@ -225,7 +229,8 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
     columns += [('truth', lambda s: os.path.join(targets, f'{s}.png'))]
     panel_path = os.path.join(outdir, 'restoration.png')
     save_image(report.restoration_panel(stems, columns, scale=4), panel_path)
-    metric = read_metric(run_dir, cfg['metric'])
+    snapshot_kimg = int(os.path.basename(network).split('-')[-1].split('.')[0]) if 'snapshot' in network else None
+    metric = [(k, v) for k, v in read_metric(run_dir, cfg['metric']) if snapshot_kimg is None or k <= snapshot_kimg]
     summary = dict(size=size, device=device, degradation=degradation, generator=os.path.relpath(network, outdir),
                    qc_generator=os.path.relpath(qc_net, outdir), encoder=os.path.relpath(encoder, outdir),
                    metric=cfg['metric'], metric_by_kimg=metric, table=table,
@@ -234,7 +239,8 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
     with open(os.path.join(outdir, 'summary.json'), 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2)
 
-    fakes = only(os.path.join(run_dir, 'fakes[0-9]*.png'), 'the generator grid')
+    fakes = only(os.path.join(run_dir, f'fakes{snapshot_kimg:06d}.png' if snapshot_kimg is not None else 'fakes[0-9]*.png'),
+                 'the generator grid')
     print(f'\nDemo finished in {summary["total_seconds"] / 60:.1f} min ({size}, device {device}).')
     if metric:
         print(f'Generator quality, {cfg["metric"]} (random-feature KID, lower is better): '

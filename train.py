@@ -51,7 +51,7 @@ CFG_SPECS = {
     # The demo's generator: many kimg per CPU minute on ~100 small faces (make demo). Narrow layers, a
     # 2-layer mapping, no path-length regulariser or style mixing (as 'cifar'), large batch and lr, and
     # an ADA that reacts within a few kimg.
-    'cpu32':     dict(ref_gpus=1,  kimg=40,     mb=32, mbstd=4,  fmaps=0.015625, lrate=0.005, gamma=0.1, ema=2, ramp=0.05, map=2,
+    'cpu32':     dict(ref_gpus=1,  kimg=40,     mb=32, mbstd=4,  fmaps=0.015625, lrate=0.005, gamma=0.2, ema=2, ramp=0.05, map=2,
                       w_dim=64, channel_max=64, num_fp16_res=0, grid=(8, 4), tick_kimg=2, pl_weight=0, style_mixing=0, ada_kimg=20),
 }
 
