@@ -116,7 +116,7 @@ def save_png(img, path):
 @click.option('--degradation', 'deg_spec', default='none', show_default=True,
               help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
-@click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint (QC method: gives w, q)')
+@click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
 @click.option('--seed', type=int, default=0, show_default=True)
@@ -173,7 +173,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     encoder = None
     if encoder_path is not None:
         if method != 'qc':
-            print(f'Note: --encoder is only used by --method qc; ignored for {method}')
+            print(f'Note: --encoder initialises only --method qc (pSp / QC-StyleGAN encoders also load from Python with '
+                  f'training.encoders.load_encoder); ignored for {method}')
         else:
             from training.encoders import load_encoder
             try:  # EncoderError is a ValueError: another network's checkpoint, unreadable file, ...

@@ -452,7 +452,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=int, metavar='INT')
 @click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=int, metavar='INT')
 @click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=float)
-@click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
+@click.option('--teacher', help='Frozen source generator for distillation: network pickle or released G_teacher_*.pth.tar state dict [default: the resumed stock network]', metavar='PKL|PTH')
 @click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
 def main(ctx, outdir, dry_run, **config_kwargs):
     from training import training_loop
