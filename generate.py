@@ -132,7 +132,7 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', help='Network: path, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True)
+@click.option('--network', 'network_spec', help='Network: pickle or weights file, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True, metavar='NETWORK')
 @click.option('--seeds', type=_RangeType(), help='List of random seeds, e.g. 0-7 or 1,5,9', required=True)
 @click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
 @click.option('--trunc-cutoff', 'truncation_cutoff', type=click.IntRange(min=1), help='Truncate only the first N ws')

@@ -57,9 +57,9 @@ def parse_steps(method, text):
     return dict(zip(names, values))
 
 
-def build_lpips(net, random_backbone):
-    from metrics.restoration import LPIPS
-    return LPIPS(net=net, pnet_rand=random_backbone)
+def build_lpips(net, backbone):
+    from metrics.restoration import build_lpips as build
+    return build(net, backbone)
 
 
 def run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, steps, encoder, seed, w_space, locality,
@@ -110,7 +110,7 @@ def save_png(img, path):
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', required=True, help='Network pickle / weights file, URL or zoo name')
+@click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--target', required=True, help='Observed image file or folder of images')
 @click.option('--method', type=click.Choice(METHODS), default='ngd', show_default=True, help='Inversion method')
 @click.option('--degradation', 'deg_spec', default='none', show_default=True,
@@ -119,7 +119,7 @@ def save_png(img, path):
 @click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
-@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed (initial latents, sampled degradations)')
 @click.option('--outdir', required=True, help='Output folder')
 @click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N')
 @click.option('--save-generator', is_flag=True, help='Also save the tuned generator per image (pickle)')
@@ -132,8 +132,8 @@ def save_png(img, path):
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
-@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
-              help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
+@click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
+              help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
@@ -141,7 +141,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
          compile_synthesis=False):
     from inversion.operators import parse_degradation
     from inversion import editing, qc as qc_method
-    from metrics import restoration
+    from metrics import provenance, restoration
     from tqdm import tqdm
 
     try:
@@ -185,9 +185,12 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
-    random_backbone = lpips_backbone == 'random'
-    lpips_alex = build_lpips('alex', random_backbone).to(device)
-    lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in ('ngd', 'pti') else None
+    try:
+        lpips_backbone = restoration.check_lpips_backbone(lpips_backbone)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--lpips-backbone')
+    lpips_alex = build_lpips('alex', lpips_backbone).to(device)
+    lpips_vgg = build_lpips('vgg', lpips_backbone).to(device) if method in ('ngd', 'pti') else None
     os.makedirs(outdir, exist_ok=True)
 
     q_ref = None
@@ -199,6 +202,12 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
 
     summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
                    synthesize_degradation=bool(synthesize_degradation), images={}, skipped={})
+    summary['provenance'] = provenance.build(
+        network=network_spec, network_resolved=legacy.resolve_network_spec(network_spec) if not str(network_spec).startswith('init:') else None,
+        lpips=[lpips_alex, lpips_vgg], method=method, seed=seed,
+        settings=dict(step_kwargs, degradation=deg_spec, w_space=w_space, locality=locality, cri_samples=cri_samples,
+                      encoder=None if encoder is None else provenance.file_record(encoder.path),
+                      synthesize_degradation=bool(synthesize_degradation)))
     start = time.time()
     for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -277,6 +286,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         json.dump(summary, f, indent=2)
     done, skipped = len(summary['images']), len(summary['skipped'])
     print(f'Done: {done} image(s) restored with {method} in {summary["seconds"]:.1f} s; results in {outdir}')
+    for note in summary['provenance']['caveats']:
+        print(f'Note: {note}')
     if skipped:
         print(f'Skipped {skipped} unreadable file(s): ' + ', '.join(summary['skipped']))
     if done == 0:

@@ -490,13 +490,33 @@ def main(ctx, outdir, dry_run, **config_kwargs):
     print('Creating output directory...')
     os.makedirs(args.run_dir)
     with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
-        json.dump(args, f, indent=2)
+        json.dump(options_with_provenance(args), f, indent=2)
 
     print('Launching processes...')
     try:
         distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
     except (UserError, distributed.LaunchError) as err:
         raise click.ClickException(str(err))
+
+def options_with_provenance(args):
+    """The options file's content: the options plus `provenance` (start network, teacher, detectors, seed)."""
+    from metrics import metric_utils, provenance
+    spec = args.get('resume_pkl') or args.get('resume_checkpoint')
+    resolved = None
+    if args.get('resume_pkl') and not str(spec).startswith('init:'):
+        try:
+            resolved = legacy.resolve_network_spec(spec)
+        except legacy.NetworkLoadError:
+            pass
+    teacher = (args.get('qc_kwargs') or {}).get('teacher')
+    detectors = []
+    if args.get('metrics'):
+        opts = metric_utils.MetricOptions(device='cpu')
+        detectors = [provenance.detector_record(opts.resolve_detector(url), name=name)
+                     for name, url in metric_utils.DETECTOR_URLS.items()]
+    record = provenance.build(network=spec, network_resolved=resolved, detectors=detectors, method='train',
+                              seed=args.get('random_seed'), teacher=provenance.network_record(teacher) if teacher else None)
+    return dict(args, provenance=record)
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process already exists; rank 0 picks the run directory."""
@@ -510,7 +530,7 @@ def _run_torchrun(args, outdir, desc, dry_run):
         print_options(args, desc)
         if not dry_run:
             with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
-                json.dump(args, f, indent=2)
+                json.dump(options_with_provenance(args), f, indent=2)
     if dry_run:
         torch.distributed.destroy_process_group()
         return

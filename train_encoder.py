@@ -655,7 +655,7 @@ def training_loop(
             result.val = val
             if write_files:
                 save_panels(grid, columns, os.path.join(run_dir, f'panels{step:06d}.png'))
-                val_jsonl.write(json.dumps(dict(step=step, **val)) + '\n')
+                val_jsonl.write(json.dumps(dict(step=step, **val, provenance=(training_options or {}).get('provenance'))) + '\n')
                 val_jsonl.flush()
                 if tfevents is not None:
                     for key, value in val.items():
@@ -751,7 +751,7 @@ def setup_args(network=None, data=None, val_data=None, val_images=None, degradat
     args.self_weight = pick(self_weight, 1.0)
     args.l2_weight = pick(l2, 1.0)
     args.lpips_weight = pick(lpips, 0.8)
-    args.lpips_backbone = lpips_backbone
+    args.lpips_backbone = None if lpips_backbone == 'pretrained' else lpips_backbone
     args.id_weight = pick(id_weight, 0.0)
     args.id_weights = id_weights
     args.id_crop = pick(id_crop, 'ffhq')
@@ -901,6 +901,20 @@ def resume_args(ckpt_path, cli, explicit):
     args.init_encoder = None
     return args
 
+def run_provenance(args):
+    """Network file (path, SHA-256 prefix), LPIPS backbone, settings and seed of a run (metrics/provenance.py)."""
+    from metrics import provenance
+    lpips = [(args.lpips_backbone or 'pretrained', 'alex')] if args.lpips_weight else []
+    resolved = None
+    if args.network is not None and not str(args.network).startswith('init:'):
+        try:
+            resolved = legacy.resolve_network_spec(args.network)
+        except legacy.NetworkLoadError:
+            pass
+    return provenance.build(network=args.network, network_resolved=resolved, lpips=lpips, method='psp-encoder',
+                            seed=args.random_seed, settings=dict(coach=args.coach, backbone=args.backbone, w_space=args.w_space,
+                                                                 id_weights=args.id_weights))
+
 def loop_kwargs(args):
     import inspect
     names = set(inspect.signature(training_loop).parameters)
@@ -944,7 +958,7 @@ def print_options(args):
 @click.command(help=__doc__)
 @click.pass_context
 @click.option('--outdir', help='Where to make the run directory', required=True, metavar='DIR')
-@click.option('--network', help='Generator: QC-StyleGAN or StyleGAN2 pickle, URL or zoo name', metavar='PKL')
+@click.option('--network', help='Generator (QC-StyleGAN or StyleGAN2): pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--data', help='Sharp training images (folder or zip), or "generator" for pairs made by the network', metavar='PATH')
 @click.option('--val-data', help='Validation images [default: hold out the last --val-images of --data]', metavar='PATH')
 @click.option('--val-images', help='Validation images held out of --data (0 = no validation), or taken from --val-data (0 = all) [default: 16]', type=int, metavar='INT')
@@ -966,7 +980,7 @@ def print_options(args):
 @click.option('--self-weight', help='Weight of L(G(w,q), sharp) for sharp inputs [default: 1]', type=float)
 @click.option('--l2', help='L2 weight [default: 1]', type=float)
 @click.option('--lpips', help='LPIPS (AlexNet) weight [default: 0.8]', type=float)
-@click.option('--lpips-backbone', help='AlexNet weights for LPIPS: a file, or "random" [default: torch hub cache]', metavar='PATH')
+@click.option('--lpips-backbone', help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: numbers not comparable), or PATH (AlexNet weights file) [default: pretrained]', metavar='pretrained|random|PATH')
 @click.option('--id-weight', help='Identity loss weight (needs --id-weights) [default: 0]', type=float)
 @click.option('--id-weights', help='Face-embedding network (TorchScript or {class_name, init_kwargs, state_dict}; [N,3,112,112] in [-1,1] -> [N,D])', metavar='PATH')
 @click.option('--id-crop', help='Face crop before the identity network [default: ffhq]', type=click.Choice(list(ID_CROPS)))
@@ -1004,6 +1018,7 @@ def main(ctx, outdir, resume, dry_run, **cli):
             desc, args = setup_args(**cli)
     except UserError as err:
         raise click.ClickException(str(err))
+    args.provenance = run_provenance(args)
 
     if torchrun:
         _run_torchrun(args, outdir, desc, dry_run)

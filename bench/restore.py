@@ -67,6 +67,7 @@ import dnnlib  # noqa: E402
 import legacy  # noqa: E402
 from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8  # noqa: E402
 from torch_utils import misc  # noqa: E402
+from metrics import provenance  # noqa: E402
 
 METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
 LEVELS = ('XS', 'S', 'M', 'L', 'XL')
@@ -565,11 +566,11 @@ def build_lpips_modules(methods, lpips_net, backbone):
     needed |= {'vgg'} if {'ngd', 'pti'} & set(methods) else set()
     modules = {net: None for net in ('alex', 'vgg')}
     for net in sorted(needed):
-        modules[net] = invert.build_lpips(net, backbone == 'random')
+        modules[net] = invert.build_lpips(net, backbone)
     return modules, common.safe_lpips(modules[lpips_net])
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', required=True, help='Network pickle, zoo name or init:PRESET')
+@click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--data', required=True, help='Held-out clean images: folder of images or dataset .zip')
 @click.option('--methods', default='ngd,pti', show_default=True, help='Comma list of ' + ','.join(METHODS))
 @click.option('--tasks', default='sr,denoise,jpeg,inpaint', show_default=True,
@@ -578,12 +579,12 @@ def build_lpips_modules(methods, lpips_net, backbone):
 @click.option('--num-images', type=click.IntRange(min=1), default=10, show_default=True, help='First N images of --data')
 @click.option('--steps', default=None, help='Steps per phase (N or comma list, as in invert.py); method defaults if unset')
 @click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint for the qc method (gives w, q)')
-@click.option('--outdir', required=True)
+@click.option('--outdir', required=True, help='Output folder (results.csv, summary.csv, results.md, settings.json, predictions)')
 @click.option('--device', default='auto', show_default=True)
 @click.option('--lpips-net', type=click.Choice(['vgg', 'alex']), default='vgg', show_default=True,
               help='LPIPS network of the accuracy / fidelity metrics (the paper: vgg)')
-@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
-              help='LPIPS backbone weights (random: offline smoke runs only)')
+@click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
+              help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--niqe-model', default=None, help='Pristine NIQE model (.npz mu/cov or MATLAB .mat)')
 @click.option('--niqe-patch-size', type=int, default=96, show_default=True, help='NIQE patch size (even)')
 @click.option('--no-niqe', is_flag=True, help='Skip NIQE (recorded as nan)')
@@ -607,6 +608,11 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
         device = parse_device(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
+    from metrics.restoration import check_lpips_backbone
+    try:
+        lpips_backbone = check_lpips_backbone(lpips_backbone)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--lpips-backbone')
     methods, tasks, levels = parse_methods(methods), parse_tasks(tasks), parse_levels(levels)
     step_kwargs = {m: invert.parse_steps(m, steps) for m in methods}
     if not os.path.exists(data):
@@ -640,6 +646,12 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
     if 'qc' in methods:  # the encoder matters to qc cases only
         settings['encoder'] = encoder_path
     check_settings(outdir, settings)
+    prov = provenance.build(network=network_spec, lpips=[metric_lpips] + [v for v in lpips.values() if v is not None],
+                            detectors=[detector] if pfid.enabled else [], method=','.join(methods), seed=seed,
+                            settings=dict(settings, tasks=list(tasks), levels=levels, niqe_model=niqe_model))
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'provenance.json'), 'w') as f:
+        json.dump(prov, f, indent=2)
+    lpips_mark = ' (random LPIPS backbone)' if lpips_backbone == 'random' else ''
 
     csv_path = os.path.join(outdir, 'results.csv')
     upgrade_csv(csv_path)
@@ -673,7 +685,7 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
                     done.add((name, method, task, level))
                     ran += 1
                     print(f'[{ran}/{todo}] {name} {method} {spec}: LPIPS {m["accuracy_lpips"]:.4f} fidelity '
-                          f'{m["fidelity_lpips"]:.4f} PSNR {m["psnr"]:.2f} SSIM {m["ssim"]:.4f} NIQE {m["niqe"]:.3f} '
+                          f'{m["fidelity_lpips"]:.4f}{lpips_mark} PSNR {m["psnr"]:.2f} SSIM {m["ssim"]:.4f} NIQE {m["niqe"]:.3f} '
                           f'({m["seconds"]:.1f}s)', flush=True)
 
     rows = read_rows(csv_path)
@@ -685,7 +697,8 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
                  f'{os.path.basename(str(detector))}, reference {pfid_ref or "the ground truth"}' if pfid.enabled
                  else 'pFID: not computed this run (earlier values kept where unchanged)')
     md_notes = [f'Means over n images. LPIPS: {lpips_net} ({lpips_backbone} backbone). {niqe_note}. {pfid_note}. '
-                f'Lower is better except PSNR and SSIM.']
+                f'Lower is better except PSNR and SSIM.', provenance.mark(
+                    f'Network {prov["network"]["spec"]} (sha256 {prov["network"]["sha256"]}), seed {seed}; details in provenance.json.', prov)]
     write_markdown(summary, os.path.join(outdir, 'results.md'), md_notes)
     write_examples(examples, methods, outdir, images[0][0], res)
     print(f'Ran {ran} case(s); wrote {csv_path} ({len(rows)} rows), summary.csv, results.md, examples.png')

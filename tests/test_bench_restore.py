@@ -3,6 +3,7 @@ tiny generators (init:tiny32 and a QC conversion of it), random-weight LPIPS, a 
 Inception detector and NIQE models fitted from the test images; nothing is downloaded."""
 
 import csv
+import json
 import math
 import os
 import re
@@ -106,6 +107,11 @@ def test_restore_compositions_metrics_and_resume(tmp_path, data, detector):
     # 32 px images: both patch sizes are scaled down with a note; the NIQE model is fitted from the images.
     assert 'NIQE uses 16 px patches' in output and 'pFID uses 16 px patches' in output
     assert 'fitting one from the 2 held-out clean images' in output
+    # Provenance: random LPIPS and the stand-in detector are recorded and marked.
+    prov = json.load(open(os.path.join(outdir, 'provenance.json')))
+    assert prov['network']['spec'] == 'init:tiny32' and prov['seed'] == 0
+    assert {lp['backbone'] for lp in prov['lpips']} == {'random'} and prov['detectors'][0]['path'] == os.path.abspath(detector)
+    assert '(random LPIPS backbone)' in output and 'not the official download' in open(os.path.join(outdir, 'results.md')).read()
 
     # UA is sr+jpeg: one task; NP is denoise+inpaint.
     tasks = ('inpaint', 'sr+jpeg', 'denoise+inpaint')

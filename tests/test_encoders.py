@@ -262,6 +262,11 @@ def test_cli_outputs_and_exact_resume(nets, gen16, id_net, tmp_path):
     assert panel.shape == (4 * 16, 4 * 16, 3)  # rows: degraded | G(w,q) | G(w,0) | sharp; 4 held-out images
     val = [json.loads(line) for line in open(os.path.join(full, 'val.jsonl'))]
     assert [v['step'] for v in val] == [3, 6, 8] and all(np.isfinite(v['val/sharp_psnr']) for v in val)
+    import hashlib
+    sha = hashlib.sha256(open(nets['qc'], 'rb').read()).hexdigest()[:16]
+    assert all(v['provenance']['network']['sha256'] == sha and v['provenance']['lpips'][0]['backbone'] == 'random'
+               and 'random backbone' in v['provenance']['caveats'][0] for v in val)
+    assert json.load(open(os.path.join(full, 'options.json')))['provenance']['network']['path'] == os.path.abspath(nets['qc'])
     stats = [json.loads(line) for line in open(os.path.join(full, 'stats.jsonl'))]
     assert {'Loss/deg/id', 'Loss/deg/lpips', 'Loss/cross/l2', 'Loss/sharp/l2'} <= set(stats[-1])
     assert 'step 8' in open(os.path.join(full, 'log.txt')).read()
