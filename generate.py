@@ -201,8 +201,14 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
     if grid:
         grid_path = os.path.join(outdir, 'grid.png')
         rows = uint8_images if degraded is None else np.concatenate([uint8_images, uint8_degraded], axis=2)
-        image_utils.save_image(image_utils.make_grid(rows), grid_path)
-        print(f'Wrote {grid_path}' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
+        gw, gh = image_utils.grid_layout(len(rows))  # no empty cells
+        seed_names = [f'seed {seed}' for seed in seeds]
+        image_utils.save_labelled_grid(rows, grid_path, grid_size=(gw, gh),
+                                       col_labels=seed_names if gh == 1 else None,
+                                       title=('' if gh == 1 else f'seeds {", ".join(str(s) for s in seeds[:gw * 2])}'
+                                              f'{"..." if len(seeds) > gw * 2 else ""} (row by row)') +
+                                             (' | each cell: sharp | degraded' if degraded is not None else ''))
+        print(f'Wrote {grid_path} ({gw}x{gh})' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
 
 #----------------------------------------------------------------------------
 

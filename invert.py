@@ -26,7 +26,7 @@ import dnnlib
 import legacy
 from inversion import common
 from torch_utils import misc
-from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8
+from torch_utils.image_utils import parse_device, save_image, save_labelled_grid, to_uint8
 
 METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
 STEP_NAMES = dict(pti=('pivot_steps', 'tune_steps'), cri=('offset_steps', 'tune_steps'),
@@ -240,10 +240,12 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
         save_png(redeg, os.path.join(outdir, f'{stem}_degraded.png'))
         panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
+        labels = ['observation', 'restored', 're-degraded']
         if clean is not None:
             panel.append(clean)
-        save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
-                   os.path.join(outdir, f'{stem}_panel.png'))
+            labels.append('ground truth')
+        save_labelled_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), os.path.join(outdir, f'{stem}_panel.png'),
+                           grid_size=(len(panel), 1), col_labels=labels, title=f'{stem}: {method}, {deg_spec}')
         arrays = dict(ws=out.ws.cpu().numpy())
         if out.q is not None:
             arrays['q'] = out.q.cpu().numpy()
@@ -274,12 +276,16 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                     sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d)
                     rows.append(sharp[:, 0])
                 grid = torch.cat(rows).clamp(-1, 1)
-                save_image(make_grid(to_uint8(rgb(grid)), (3, len(rows))), os.path.join(outdir, f'{stem}_sefa.png'))
+                save_labelled_grid(to_uint8(rgb(grid)), os.path.join(outdir, f'{stem}_sefa.png'), grid_size=(3, len(rows)),
+                                   col_labels=[f'strength {-strength:g}', '0', f'strength +{strength:g}'],
+                                   row_labels=[f'SeFa {k}' for k in range(len(rows))])
             if q_ref is not None:
                 qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
                 imgs = torch.cat([gen(out.ws, q=qq)[:1] for qq in qs]).clamp(-1, 1)
                 save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
-                save_image(make_grid(to_uint8(imgs), (len(imgs), 1)), os.path.join(outdir, f'{stem}_q_interp.png'))
+                save_labelled_grid(to_uint8(imgs), os.path.join(outdir, f'{stem}_q_interp.png'), grid_size=(len(imgs), 1),
+                                   col_labels=[f'q {1 - t:.2f}:{t:.2f}' for t in np.linspace(0, 1, len(imgs))],
+                                   title='q interpolated from this image (left) to --q-from (right)')
         summary['images'][stem] = record
     summary['seconds'] = time.time() - start
     with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:

@@ -412,10 +412,11 @@ def run_validation(encoder, G, loss, val_sharp, val_deg, sharp_q, batch=8):
     grid = torch.cat([p.clamp(-1, 1).cpu() for p in panels])
     return result, grid, len(panels[0])
 
+PANEL_ROWS = ('degraded input', 'G(w, q)', 'G(w, 0)', 'sharp target')
+
 def save_panels(grid, columns, path):
-    image = image_utils.make_grid(image_utils.to_uint8(grid), grid_size=(columns, 4))
-    image_utils.save_image(image, path)
-    return image
+    """Validation panel: one column per held-out image, rows `PANEL_ROWS`, labelled and upscaled."""
+    return image_utils.save_labelled_grid(image_utils.to_uint8(grid), path, grid_size=(columns, 4), row_labels=PANEL_ROWS)
 
 #----------------------------------------------------------------------------
 

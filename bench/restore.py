@@ -65,7 +65,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
-from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8  # noqa: E402
+from torch_utils.image_utils import parse_device, save_image, save_labelled_grid, to_uint8  # noqa: E402
 from torch_utils import misc  # noqa: E402
 from metrics import provenance  # noqa: E402
 
@@ -497,7 +497,9 @@ def write_examples(examples, methods, outdir, image_name, resolution):
             path = prediction_path(outdir, method, task, level, image_name)
             tiles.append(load_png(path) if os.path.isfile(path) else black)
     width = 2 + len(methods)
-    save_image(make_grid(np.stack(tiles), (width, len(examples))), os.path.join(outdir, 'examples.png'))
+    save_labelled_grid(np.stack(tiles), os.path.join(outdir, 'examples.png'), grid_size=(width, len(examples)),
+                       col_labels=['ground truth', 'observation'] + list(methods),
+                       row_labels=[f'{task} {level}' for task, level in examples], title=f'{image_name}: restorations')
 
 #----------------------------------------------------------------------------
 # One case.

@@ -259,7 +259,8 @@ def test_cli_outputs_and_exact_resume(nets, gen16, id_net, tmp_path):
             'panels000003.png', 'panels000006.png', 'panels000008.png'} <= files
     assert any(f.startswith('events.out.tfevents') for f in files)
     panel = np.asarray(PIL.Image.open(os.path.join(full, 'panels000008.png')))
-    assert panel.shape == (4 * 16, 4 * 16, 3)  # rows: degraded | G(w,q) | G(w,0) | sharp; 4 held-out images
+    # rows: degraded | G(w,q) | G(w,0) | sharp (labelled on the left); 4 held-out images; 16 px cells shown at 256 px
+    assert panel.shape[0] == 4 * 256 + 3 * 4 and 4 * 256 < panel.shape[1] < 4 * 256 + 300
     val = [json.loads(line) for line in open(os.path.join(full, 'val.jsonl'))]
     assert [v['step'] for v in val] == [3, 6, 8] and all(np.isfinite(v['val/sharp_psnr']) for v in val)
     import hashlib

@@ -41,6 +41,11 @@ def test_invert_results_json_provenance_and_marks(tmp_path):
     assert prov['settings']['steps'] == [1, 1, 1]
     assert any('random backbone' in c for c in prov['caveats'])
     assert 'Note: LPIPS-alex from a random backbone' in r.output  # marked where the run is reported
+    # The before/after panel: observation | restored | re-degraded | ground truth, 16 px upscaled to 256, labelled.
+    panel = np.asarray(PIL.Image.open(tmp_path / 'o' / 't_panel.png'))
+    top = panel.shape[0] - 256
+    assert panel.shape[1] == 4 * 256 + 3 * 4 and top > 20
+    assert all((panel[:top, c * 260:c * 260 + 256].min(axis=2) < 128).sum() > 20 for c in range(4))
     r = CliRunner().invoke(invert.main, base + ['--outdir', str(tmp_path / 'o2'), '--lpips-backbone', str(tmp_path / 'nope.pth')])
     assert r.exit_code != 0 and '--lpips-backbone' in r.output and 'nope.pth' in r.output and 'Traceback' not in r.output
 
