@@ -113,8 +113,8 @@ def save_png(img, path):
 @click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--target', required=True, help='Observed image file or folder of images')
 @click.option('--method', type=click.Choice(METHODS), default='ngd', show_default=True, help='Inversion method')
-@click.option('--degradation', 'deg_spec', default='none', show_default=True,
-              help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
+@click.option('--operator', '--degradation', 'deg_spec', default='none', show_default=True, metavar='SPEC',
+              help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
 @click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
@@ -164,7 +164,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     try:
         degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
     except (ValueError, FileNotFoundError) as err:
-        raise click.BadParameter(str(err), param_hint='--degradation')
+        raise click.BadParameter(str(err), param_hint='--operator')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
     try:
         files = common.list_images(target)
@@ -209,7 +209,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                       encoder=None if encoder is None else provenance.file_record(encoder.path),
                       synthesize_degradation=bool(synthesize_degradation)))
     start = time.time()
-    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
+    show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
+    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):
         stem = os.path.splitext(os.path.basename(path))[0]
         torch.manual_seed(seed)
         try:
@@ -230,7 +231,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, step_kwargs, encoder, seed, w_space,
-                         locality, cri_samples, progress=True)
+                         locality, cri_samples, progress=show_progress)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():

@@ -453,7 +453,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=int, metavar='INT')
 @click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=float)
 @click.option('--teacher', help='Frozen source generator for distillation: network pickle or released G_teacher_*.pth.tar state dict [default: the resumed stock network]', metavar='PKL|PTH')
-@click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
+@click.option('--degradation-preset', '--degradation', 'degradation', help='Degradation preset (name or JSON file) that degrades the real images [default: qc_stylegan_train]', metavar='PRESET')
 def main(ctx, outdir, dry_run, **config_kwargs):
     from training import training_loop
     torchrun = distributed.started_by_torchrun()

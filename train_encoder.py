@@ -963,7 +963,7 @@ def print_options(args):
 @click.option('--data', help='Sharp training images (folder or zip), or "generator" for pairs made by the network', metavar='PATH')
 @click.option('--val-data', help='Validation images [default: hold out the last --val-images of --data]', metavar='PATH')
 @click.option('--val-images', help='Validation images held out of --data (0 = no validation), or taken from --val-data (0 = all) [default: 16]', type=int, metavar='INT')
-@click.option('--degradation', help='Degradation preset (name or .json) or "none" [default: qc_psp_encoder]', metavar='PRESET')
+@click.option('--degradation-preset', '--degradation', 'degradation', help='Degradation preset (name or JSON file) that degrades the training images, or "none" [default: qc_psp_encoder]', metavar='PRESET')
 @click.option('--mirror', help='Add x-flipped training images [default: false]', type=bool, metavar='BOOL')
 @click.option('--q-scale', help='--data generator: q ~ N(0, I) * SCALE for the degraded images [default: 1]', type=float)
 @click.option('--trunc', 'truncation', help='--data generator: truncation psi [default: 1]', type=float)

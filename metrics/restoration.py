@@ -309,7 +309,10 @@ def _niqe_model_hint():
             f'[{NIQE_NUM_FEATURES}x{NIQE_NUM_FEATURES}]): provide the MATLAB file modelparameters.mat (variables '
             f'mu_prisparam, cov_prisparam) or an .npz with arrays mu and cov, either as niqe(..., model=PATH_OR_URL), '
             f'in the environment variable {NIQE_MODEL_ENV}, or saved as "{niqe_model_cache_path()}" '
-            f'(a .mat may be saved there as modelparameters.mat); or fit one from pristine images with fit_niqe_model()')
+            f'(a .mat may be saved there as modelparameters.mat); or fit one from pristine images with fit_niqe_model(). '
+            f'The standard file is modelparameters.mat from the authors\' MATLAB release '
+            f'(http://live.ece.utexas.edu/research/quality/niqe_release.zip); BasicSR\'s '
+            f'basicsr/metrics/niqe_pris_params.npz (mu_pris_param, cov_pris_param) holds the same model')
 
 
 def _parse_niqe_model(data, source):

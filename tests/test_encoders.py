@@ -376,6 +376,11 @@ def test_qcode_study_end_to_end(trained, tmp_path):
     assert 0 <= report['accuracy'] <= 1 and 0.3 < report['chance'] < 0.8
     assert sum(report['test_counts'].values()) == 60 and np.sum(report['confusion']) == 60
     assert 'accuracy' in out.output and 'chance' in out.output
+    # Honest study: disjoint sharp images, and the controls next to the encoder's accuracy.
+    assert report['disjoint'] and report['train_images'] + report['test_images'] == 24 and report['test_images'] == 8
+    assert set(report['controls']) == {'random_encoder', 'pixels'}
+    assert all(0 <= c['accuracy'] <= 1 for c in report['controls'].values()) and 'raw-pixel linear probe' in out.output
+    assert qcode_study.split_images(10, 1000, 200) == (list(range(8)), [8, 9])
     levels = qcode_study.run_study(ckpt, generate=12, task='level', levels=5, num_train=60, num_test=30, verbose=False)
     assert levels['level_param'] == 'ksize' and levels['level_range'] == [5.0, 31.0] and set(levels['labels']) <= set('01234')
     member = qcode_study.run_study(ckpt, generate=12, task='member', num_train=60, num_test=30, features='wq',

@@ -683,7 +683,7 @@ def test_niqe_prefers_pristine_images(niqe_model, tmp_path, monkeypatch):
     with pytest.raises(restoration.NIQEModelError) as info:
         restoration.niqe(test)
     message = str(info.value)
-    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message
+    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message and 'niqe_release.zip' in message
     assert restoration.NIQE_MODEL_ENV in message and '\n' not in message
     monkeypatch.setenv(restoration.NIQE_MODEL_ENV, str(mat))
     assert restoration.niqe(test) == pytest.approx(q_test)
