@@ -69,7 +69,7 @@ class _Kwargs:
     _IGNORED = {'truncation_psi', 'truncation_cutoff', 'truncation_psi_val', 'truncation_cutoff_val',
                 'dlatent_broadcast', 'randomize_noise', 'fused_modconv', 'is_training', 'is_validation',
                 'is_template_graph', 'return_dlatents', 'style_mixing_prob', 'components', 'dtype', 'structure',
-                'mapping_func', 'synthesis_func', 'func_name', 'mbstd_group_size_val', 'num_fp16_res_val'}
+                'mapping_func', 'synthesis_func', 'func_name', 'conditioning'}
 
     def __init__(self, kwargs, what):
         self.kwargs = dict(kwargs or {})
@@ -126,7 +126,8 @@ def discriminator_kwargs(tf_D):
         channel_base=int(kw.pop('fmap_base', 16 << 10)) * 2, channel_max=kw.pop('fmap_max', 512),
         num_fp16_res=kw.pop('num_fp16_res', 0), conv_clamp=kw.pop('conv_clamp', None), cmap_dim=kw.pop('mapping_fmaps', None),
         block_kwargs=dnnlib.EasyDict(activation=kw.pop('nonlinearity', 'lrelu'),
-                                     resample_filter=list(kw.pop('resample_kernel', [1, 3, 3, 1]))),
+                                     resample_filter=list(kw.pop('resample_kernel', [1, 3, 3, 1])),
+                                     freeze_layers=kw.pop('freeze_layers', 0)),
         mapping_kwargs=dnnlib.EasyDict(num_layers=kw.pop('mapping_layers', 0), layer_features=None,
                                        lr_multiplier=kw.pop('mapping_lrmul', 0.1)),
         epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=kw.pop('mbstd_group_size', 4),
