@@ -7,9 +7,9 @@ fitted to the network and the true operator is applied first (ground truth known
 Examples:
 
 \b
-  python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
+  python invert.py --network ffhq.pkl --target lowres/ --method ngd --operator sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
-  python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
+  python invert.py --network ffhq.pkl --target faces/ --method pti --operator inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
 """
 

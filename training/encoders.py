@@ -213,6 +213,9 @@ class ResNetBackbone(torch.nn.Module):
             # pSp's IR-SE50 (ArcFace backbone): 3x3 stride-1 stem, 3/4/14/3 units of 64/128/256/512
             # channels, the first unit of each stage with stride 2. Read from released pSp
             # checkpoints (training/released.py); no pretrained weights are looked for.
+            if weights not in (None, 'auto', 'none'):
+                raise EncoderError('the ir_se50 backbone takes no --backbone-weights file (its weights come from a '
+                                   'released pSp checkpoint); use --backbone resnet34 for ImageNet initialisation')
             self.imagenet_source = None
             self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False),
                                             torch.nn.BatchNorm2d(64), torch.nn.PReLU(64))
