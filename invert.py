@@ -58,7 +58,10 @@ def parse_steps(method, text):
 
 
 def build_lpips(net, backbone):
+    """LPIPS-`net` for a --lpips-backbone value ('pretrained' | 'random' | PATH; True/False = random/pretrained)."""
     from metrics.restoration import build_lpips as build
+    if isinstance(backbone, bool):
+        backbone = 'random' if backbone else 'pretrained'
     return build(net, backbone)
 
 
