@@ -21,14 +21,17 @@ import json
 import os
 
 import click
-import torch
 
 import dnnlib
 import legacy
-from torch_utils import custom_ops
+from metrics import metric_main
+from metrics import metric_utils
+from torch_utils import devices
 from torch_utils import distributed
-from torch_utils import image_utils
-from torch_utils import training_stats
+from training import augment
+from training import degradation_sampler
+from training import training_loop
+from training.dataset import DatasetError
 
 #----------------------------------------------------------------------------
 
@@ -84,11 +87,7 @@ def setup_training_loop_kwargs(
         metrics = []
     args.metrics = metrics
     if metrics:
-        try:
-            from metrics import metric_main
-        except ImportError:
-            metric_main = None
-        known = metric_main.list_valid_metrics() if metric_main is not None and hasattr(metric_main, 'list_valid_metrics') else []
+        known = metric_main.list_valid_metrics()
         unknown = [m for m in metrics if m not in known]
         if unknown:
             raise UserError(f'--metrics: unknown metric(s) {", ".join(unknown)}; available: {", ".join(known) or "none yet"}')
@@ -251,7 +250,6 @@ def setup_training_loop_kwargs(
             raise UserError('--augpipe cannot be specified with --aug=noaug')
         desc += f'-{augpipe}'
     if aug != 'noaug':
-        from training import augment
         args.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **augment.augpipe_specs[augpipe])
 
     # Transfer learning.
@@ -302,7 +300,6 @@ def setup_training_loop_kwargs(
             raise UserError(f'--train-blocks ({args.qc_kwargs.train_blocks}) must include the {args.qc_kwargs.qc_blocks} DegradBlock blocks (--qc-blocks)')
         args.training_set_kwargs.degradation = degradation or 'qc_stylegan_train'
         try:
-            from training import degradation_sampler
             degradation_sampler.load_preset(args.training_set_kwargs.degradation)
         except (ValueError, OSError) as err:
             raise UserError(f'--degradation: {err}') from err
@@ -313,36 +310,23 @@ def setup_training_loop_kwargs(
         raise UserError('--q-dim, --qc-blocks, --train-blocks, --kd-weight, --teacher and --degradation need --qc')
 
     try:
-        dev = image_utils.parse_device(device or 'auto')
+        args.update(devices.device_options(device))
     except ValueError as err:
         raise UserError(str(err)) from err
-    args.device_type = dev.type
-    if dev.type == 'cpu':
+    if args.device_type == 'cpu':
         args.data_loader_kwargs.pin_memory = False
     return desc, args
 
 #----------------------------------------------------------------------------
 
 def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
-    """Run the training loop in one process (rank) with logging and distributed setup."""
-    from training import training_loop
-    from training.dataset import DatasetError
-    if local_rank is None:
-        local_rank = rank
-    dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True)
-
-    device = distributed.process_device(args.device_type, local_rank, args.num_gpus)
-    if args.num_gpus > 1 and not torchrun:
-        distributed.init_process_group(rank, args.num_gpus, args.device_type, temp_dir)
-    sync_device = device if args.num_gpus > 1 else None
-    training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
-    if rank != 0:
-        custom_ops.verbosity = 'none'
-
-    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'run_dir_name']}
-    errors = (training_loop.TrainingDiverged, training_loop.SnapshotWriteError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError)
-    with distributed.process_errors(errors, temp_dir, rank, exits=(args.num_gpus > 1 or torchrun), wrap=UserError):
+    """Run the training loop in one process (rank); see `distributed.run_process`."""
+    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'device_index', 'run_dir_name']}
+    def loop(rank, device):
         training_loop.training_loop(rank=rank, device=device, training_options=copy.deepcopy(dict(args)), **loop_kwargs)
+    errors = (training_loop.TrainingDiverged, training_loop.SnapshotWriteError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError,
+              metric_utils.MetricDataError)
+    distributed.run_process(loop, rank, args, temp_dir, local_rank=local_rank, torchrun=torchrun, errors=errors, wrap=UserError)
 
 #----------------------------------------------------------------------------
 
@@ -363,7 +347,6 @@ def print_options(args, desc):
 
 def exact_resume_args(ckpt_path, cli, explicit):
     """Training options from a checkpoint, with the few options that may change taken from the CLI."""
-    from training import training_loop
     ckpt = training_loop.load_checkpoint(ckpt_path)
     options = ckpt.get('training_options_json')
     if options is None:
@@ -395,7 +378,7 @@ def exact_resume_args(ckpt_path, cli, explicit):
         args.batch_gpu = min(args.batch_gpu, args.batch_size // args.num_gpus)
     if 'device' in explicit:
         try:
-            args.device_type = image_utils.parse_device(cli['device']).type
+            args.update(devices.device_options(cli['device']))
         except ValueError as err:
             raise UserError(str(err)) from err
     args.pop('resume_pkl', None)
@@ -421,7 +404,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--metrics', help='Comma-separated list or "none" [default: none]', type=CommaSeparatedList())
 @click.option('--seed', help='Random seed [default: 0]', type=int, metavar='INT')
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
-@click.option('--device', help='auto, cuda or cpu [default: auto]', metavar='DEV')
+@click.option('--device', help=f'{devices.DEVICE_HELP} [default: auto]', metavar='DEV')
 # Dataset.
 @click.option('--data', help='Training data (directory or zip)', metavar='PATH')
 @click.option('--cond', help='Train conditional model based on dataset labels [default: false]', type=bool, metavar='BOOL')
@@ -455,68 +438,24 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
 @click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
 def main(ctx, outdir, dry_run, **config_kwargs):
-    from training import training_loop
-    torchrun = distributed.started_by_torchrun()
     explicit = {name for name in config_kwargs if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    if torchrun:
-        world_size = int(os.environ['WORLD_SIZE'])
-        if 'gpus' in explicit and config_kwargs['gpus'] != world_size:
-            raise click.ClickException(f'--gpus {config_kwargs["gpus"]} disagrees with torchrun WORLD_SIZE={world_size}; drop --gpus under torchrun')
-        config_kwargs['gpus'] = world_size
-        explicit.add('gpus')
-
     try:
+        config_kwargs['gpus'] = distributed.torchrun_gpus(config_kwargs['gpus'], 'gpus' in explicit)
+        if distributed.started_by_torchrun():
+            explicit.add('gpus')
         resume = config_kwargs.get('resume')
         if resume is not None and training_loop.is_checkpoint_file(resume):
             args = exact_resume_args(resume, config_kwargs, explicit)
-            desc = os.path.basename(os.path.dirname(os.path.abspath(resume))).split('-', 1)[-1] + '-continued'
+            desc = distributed.continued_run_desc(resume)
         else:
             desc, args = setup_training_loop_kwargs(**config_kwargs)
             if resume is not None and resume not in RESUME_SPECS:
                 legacy.resolve_network_spec(resume)  # fail early on unknown names or missing files
     except (UserError, legacy.NetworkLoadError, ValueError) as err:
         raise click.ClickException(str(err))
-
-    if torchrun:
-        _run_torchrun(args, outdir, desc, dry_run)
-        return
-
-    args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
-    print_options(args, desc)
-    if dry_run:
-        print('Dry run; exiting.')
-        return
-
-    print('Creating output directory...')
-    os.makedirs(args.run_dir)
-    with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
-        json.dump(args, f, indent=2)
-
-    print('Launching processes...')
     try:
-        distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
+        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run)
     except (UserError, distributed.LaunchError) as err:
-        raise click.ClickException(str(err))
-
-def _run_torchrun(args, outdir, desc, dry_run):
-    """Started by torchrun: every process already exists; rank 0 picks the run directory."""
-    def choose_run_dir():
-        run_dir = dnnlib.util.next_run_dir(outdir, desc)
-        if not dry_run:
-            os.makedirs(run_dir)
-        return run_dir
-    rank, local_rank, args.run_dir = distributed.torchrun_setup(args.num_gpus, args.device_type, choose_run_dir)
-    if rank == 0:
-        print_options(args, desc)
-        if not dry_run:
-            with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
-                json.dump(args, f, indent=2)
-    if dry_run:
-        torch.distributed.destroy_process_group()
-        return
-    try:
-        subprocess_fn(rank=rank, args=args, temp_dir=None, local_rank=local_rank, torchrun=True)
-    except UserError as err:
         raise click.ClickException(str(err))
 
 #----------------------------------------------------------------------------
