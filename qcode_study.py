@@ -37,6 +37,7 @@ import torch
 
 import dnnlib
 import legacy
+from torch_utils import devices
 from torch_utils import image_utils
 from training import degradation_sampler
 from training import encoders
@@ -196,7 +197,7 @@ def run_study(encoder, data=None, generate=None, network=None, task='fired', gro
         raise StudyError('give exactly one of --data (a dataset) and --generate N (images from the generator)')
     if num_train < 2 or num_test < 1:
         raise StudyError('--train must be at least 2 and --test at least 1')
-    device = image_utils.parse_device(device)
+    device = devices.parse_device(device)
 
     G = None
     if generate is not None:
@@ -251,7 +252,7 @@ def run_study(encoder, data=None, generate=None, network=None, task='fired', gro
 @click.option('--features', help='Classify from q, w (layer mean) or both', type=click.Choice(FEATURES), default='q', show_default=True)
 @click.option('--classifier', help='Linear classifier', type=click.Choice(CLASSIFIERS), default='logistic', show_default=True)
 @click.option('--seed', help='Random seed (degradations, generated images)', type=int, default=0, show_default=True)
-@click.option('--device', help='auto, cpu or cuda', default='auto', show_default=True)
+@click.option('--device', help=devices.DEVICE_HELP, default='auto', show_default=True)
 @click.option('--batch', help='Encoder batch size', type=int, default=32, show_default=True)
 @click.option('--out', help='Write the report as JSON here', metavar='FILE')
 def main(encoder, out, **kwargs):

@@ -378,6 +378,7 @@ def exact_resume_args(ckpt_path, cli, explicit):
         args.batch_gpu = min(args.batch_gpu, args.batch_size // args.num_gpus)
     if 'device' in explicit:
         try:
+            args.pop('device_index', None)
             args.update(devices.device_options(cli['device']))
         except ValueError as err:
             raise UserError(str(err)) from err

@@ -250,6 +250,7 @@ def resume_args(ckpt_path, cli, explicit):
         print(f'Note: the checkpoint is at step {ckpt["step"]}, at or past --steps {args.total_steps}; pass a larger --steps to train on.')
     if 'device' in explicit:
         try:
+            args.pop('device_index', None)
             args.update(devices.device_options(cli['device']))
         except ValueError as err:
             raise UserError(str(err)) from err

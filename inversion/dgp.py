@@ -85,7 +85,7 @@ def select_initial_latent(G, D, target, degradation, num_candidates=500, truncat
 def invert(G, target, degradation=None, lpips_module=None, D=None, stage_steps=(200,) * 5, w_d=(1, 1, 1, 0.5, 0.1),
            w_mse=(10, 10, 10, 50, 100), g_lrs=(2e-4, 2e-4, 1e-4, 1e-4, 1e-5), latent_lrs=(1e-2, 1e-2, 1e-3, 1e-3, 1e-4),
            ft_nums=None, ftr_num=8, num_candidates=500, init_truncation=0.7, select_ftr_num=3, q=None, seed=0,
-           progress=False, **_unused):
+           progress=False):
     """DGP on a batch `target` `[N, C, h, w]` (one tuned generator for the batch).
 
     Needs the discriminator `D`; without it the feature terms are dropped (MSE only, a warning).

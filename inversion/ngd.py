@@ -49,7 +49,7 @@ def _loss_fn(lpips_module):
 
 
 def invert(G, target, degradation=None, lpips_module=None, steps=(150, 150, 150), lrs=(0.08, 0.02, 0.005),
-           lr_scale=1.0, q=None, progress=False, loss_fn=None, **_unused):
+           lr_scale=1.0, q=None, progress=False, loss_fn=None):
     """Three-phase NGD on a batch `target` `[N, C, h, w]`; G stays frozen.
 
     `steps` / `lrs`: per phase (W, W+, W++); an int `steps` applies to every phase. For QC

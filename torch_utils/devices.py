@@ -25,9 +25,10 @@ def parse_device(device):
     return device
 
 def device_options(device):
-    """`--device` text -> dict(device_type='cpu'|'cuda', device_index=N or None), the two fields the
-    training scripts store in their options (see `distributed.process_device`). Raises ValueError."""
+    """`--device` text -> the fields the training scripts store in their options (see
+    `distributed.process_device`): dict(device_type='cpu'|'cuda'), plus device_index=N when the text
+    names one GPU ('cuda:N'). Raises ValueError."""
     dev = parse_device(device)
-    return dict(device_type=dev.type, device_index=dev.index)
+    return dict(device_type=dev.type) if dev.index is None else dict(device_type=dev.type, device_index=dev.index)
 
 #----------------------------------------------------------------------------
