@@ -29,6 +29,7 @@ import torch
 import dnnlib
 from torch_utils import misc
 from torch_utils import persistence
+from training import networks
 
 #----------------------------------------------------------------------------
 # Model zoo: short names usable wherever a network is taken.
@@ -83,7 +84,6 @@ def network_kwargs_from_arch(arch, c_dim=0):
 
 def init_network(name, seed=0):
     """Freshly initialised `{G, D, G_ema}` for the architecture `INIT_PRESETS[name]`."""
-    from training import networks
     if name not in INIT_PRESETS:
         raise NetworkLoadError(f'unknown init preset "{name}"; choose from: {", ".join(INIT_PRESETS)}')
     G_kwargs, D_kwargs = network_kwargs_from_arch(INIT_PRESETS[name])

@@ -1,4 +1,5 @@
-"""DGP: deep generative prior (Pan et al., ECCV'20), ported to StyleGAN2 (reference section 4.7).
+"""DGP: deep generative prior (Pan et al., ECCV'20), ported to StyleGAN2 by this project
+(the paper uses BigGAN; the StyleGAN2 settings below are ours).
 
 * Latent: W+, initialised by best-of-n: `num_candidates` mapped samples (truncation
   `init_truncation`) scored by the L1 distance of the last 3 discriminator features between the

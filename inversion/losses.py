@@ -1,6 +1,6 @@
 """Losses for restoration by GAN inversion.
 
-- `MultiscaleLPIPSL1`: the robust-unsupervised NGD loss (reference 1.4): LPIPS summed over an
+- `MultiscaleLPIPSL1`: the robust-unsupervised NGD loss (Poirier-Ginter & Lalonde, CVPR'23): LPIPS summed over an
   average-pooling pyramid plus a weighted L1, with the masked-region noise trick for inpainting.
 - `MSELPIPS`: per-sample MSE + LPIPS (PTI, QC-StyleGAN inversion).
 - `noise_regularization` / `normalize_noise_`: the StyleGAN2 projector noise regularizer.
@@ -24,12 +24,12 @@ class MultiscaleLPIPSL1(torch.nn.Module):
 
     Pyramid: starts at full size, LPIPS at every level whose side is >= `min_size` (32 px, the
     smallest that AlexNet/VGG LPIPS take), at most `max_levels` levels (6 in the reference), all
-    with weight 1. For a 1024 px target: 1024, 512, ..., 32 (reference 1.4: stop once the side is
-    <= 16). A target smaller than `min_size` still gets one LPIPS evaluation at its own size.
+    with weight 1. For a 1024 px target: 1024, 512, ..., 32 (the released code stops once the side
+    is <= 16). A target smaller than `min_size` still gets one LPIPS evaluation at its own size.
 
     L1 (mean absolute error per sample, in [-1, 1] units): `l1_at='full'` (default, the project
     contract) at full resolution; `l1_at='coarsest'` after the pyramid loop, i.e. at the first
-    level below `min_size`, as the reference code does (reference 1.8).
+    level below `min_size`, as the released robust-unsupervised code does.
 
     Mask (`[N or 1, 1, H, W]`, 1 = observed, area-resized to the images and pooled with them):
     before each LPIPS call the same random field is added to both images in the holes, weighted

@@ -1,4 +1,4 @@
-"""QC-StyleGAN restoration (reference qc-stylegan.md 6.2): (w, q) from a pSp encoder, or found by
+"""QC-StyleGAN restoration (stage 2 of the QC-StyleGAN paper's inversion, section 3.4): (w, q) from a pSp encoder, or found by
 optimisation, then PTI-style tuning with the residual-statistics loss so that the degradation
 stays in q. The restored image is G(w, 0), the re-degraded one G(w, q).
 

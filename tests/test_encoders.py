@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dnnlib
 import legacy
 from training import qc as qc_surgery
 import qcode_study
@@ -218,7 +219,6 @@ def trained(nets, tmp_path_factory):
     return dnnlib_dict(result=result, before=before, G=G, pairs=pairs, run_dir=str(run_dir))
 
 def dnnlib_dict(**kwargs):
-    import dnnlib
     return dnnlib.EasyDict(kwargs)
 
 def test_training_reduces_reconstruction_loss(trained):
