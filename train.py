@@ -369,19 +369,11 @@ def exact_resume_args(ckpt_path, cli, explicit):
         args.data_loader_kwargs.num_workers = cli['workers']
     if 'data' in explicit and cli['data'] is not None:
         args.training_set_kwargs.path = cli['data']
-    if 'gpus' in explicit and cli['gpus'] != args.num_gpus:
-        print(f'Note: the checkpoint was trained with {args.num_gpus} processes; continuing with {cli["gpus"]} '
-              f'changes the per-rank data shards and random streams (not an exact continuation).')
-        args.num_gpus = cli['gpus']
-        if args.batch_size % args.num_gpus != 0:
-            raise UserError(f'the batch size {args.batch_size} is not divisible by --gpus {args.num_gpus}')
-        args.batch_gpu = min(args.batch_gpu, args.batch_size // args.num_gpus)
-    if 'device' in explicit:
-        try:
-            args.pop('device_index', None)
-            args.update(devices.device_options(cli['device']))
-        except ValueError as err:
-            raise UserError(str(err)) from err
+    try:
+        distributed.continue_run(args, explicit, cli['gpus'], cli['device'])
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    args.batch_gpu = min(args.batch_gpu, args.batch_size // args.num_gpus)
     args.pop('resume_pkl', None)
     args.resume_checkpoint = os.path.abspath(ckpt_path)
     return args

@@ -233,12 +233,10 @@ def resume_args(ckpt_path, cli, explicit):
     for key, target in [('data', 'path'), ('val_data', 'val_path')]:
         if key in explicit:
             args.data_kwargs[target] = cli[key]
-    if 'gpus' in explicit and cli['gpus'] != args.num_gpus:
-        print(f'Note: the checkpoint was trained with {args.num_gpus} processes; continuing with {cli["gpus"]} changes '
-              f'the per-process data shards (not an exact continuation).')
-        args.num_gpus = cli['gpus']
-        if args.batch_size % args.num_gpus != 0:
-            raise UserError(f'the batch size {args.batch_size} is not divisible by --gpus {args.num_gpus}')
+    try:
+        distributed.continue_run(args, explicit, cli['gpus'], cli['device'])
+    except ValueError as err:
+        raise UserError(str(err)) from err
     try:
         G = legacy.load_network(args.network, verbose=False)['G_ema']
         encoders.check_fingerprint(ckpt['fingerprint'], G, what=f'--resume checkpoint "{ckpt_path}"')
@@ -248,13 +246,7 @@ def resume_args(ckpt_path, cli, explicit):
         raise UserError(str(err)) from err
     if int(ckpt['step']) >= args.total_steps:
         print(f'Note: the checkpoint is at step {ckpt["step"]}, at or past --steps {args.total_steps}; pass a larger --steps to train on.')
-    if 'device' in explicit:
-        try:
-            args.pop('device_index', None)
-            args.update(devices.device_options(cli['device']))
-        except ValueError as err:
-            raise UserError(str(err)) from err
-    elif args.get('device_type') == 'cuda' and not torch.cuda.is_available():
+    if 'device' not in explicit and args.get('device_type') == 'cuda' and not torch.cuda.is_available():
         raise UserError('the checkpoint was trained on CUDA, which is not available here; pass --device cpu')
     args.resume_checkpoint = os.path.abspath(ckpt_path)
     args.init_encoder = None

@@ -19,15 +19,7 @@ from training import qc as qc_surgery
 
 #----------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread(single_thread):
-    yield
-
-@pytest.fixture(autouse=True)
-def _fresh_training_stats():
-    training_stats.reset()
-    yield
-    training_stats.reset()
+pytestmark = pytest.mark.usefixtures('single_thread', 'fresh_training_stats')
 
 def _tiny_generator(res=16, seed=0):
     torch.manual_seed(seed)
@@ -35,11 +27,9 @@ def _tiny_generator(res=16, seed=0):
                               mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=8 * res, channel_max=16))
 
 @pytest.fixture(scope='module')
-def qc_pkl(tmp_path_factory):
+def qc_pkl(stock16_pkl, tmp_path_factory):
     """A 16px QC network (q_dim 4) as a pickle."""
-    G = _tiny_generator()
-    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
-    qc = qc_surgery.convert_to_qc(dict(G=G, D=D, G_ema=G), q_dim=4, seed=0)
+    qc = qc_surgery.load_qc_network(stock16_pkl, q_dim=4, seed=0)
     path = str(tmp_path_factory.mktemp('net') / 'qc16.pkl')
     legacy.save_network_pkl({k: v for k, v in qc.items() if k != 'G_teacher'}, path)
     return path

@@ -16,7 +16,6 @@ import calc_metrics
 import dnnlib
 import generate
 import invert
-import legacy
 import qcode_study
 import train
 import train_encoder
@@ -24,20 +23,9 @@ from torch_utils import devices
 from torch_utils import distributed
 from torch_utils import image_utils
 from training import encoder_loop
-from training import networks
 from training import training_loop
 
 #----------------------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def net16(tmp_path_factory):
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
-                           mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
-    path = str(tmp_path_factory.mktemp('net') / 'plain16.pkl')
-    legacy.save_network_pkl(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=None), path)
-    return path
 
 @pytest.fixture
 def fake_loops(monkeypatch):
@@ -85,9 +73,9 @@ def _log(outdir):
 #----------------------------------------------------------------------------
 
 @pytest.mark.parametrize('which', ['train', 'train_encoder'])
-def test_main_leaves_stdout_and_stderr_as_found(which, faces16, net16, fake_loops, tmp_path):
+def test_main_leaves_stdout_and_stderr_as_found(which, faces16, stock16_pkl, fake_loops, tmp_path):
     script, args = (train, _train_args(tmp_path, faces16, '--device', 'cpu')) if which == 'train' else \
-                   (train_encoder, _encoder_args(tmp_path, net16, '--device', 'cpu'))
+                   (train_encoder, _encoder_args(tmp_path, stock16_pkl, '--device', 'cpu'))
     before = sys.stdout, sys.stderr
     _main(script, args)
     assert (sys.stdout, sys.stderr) == before
@@ -103,9 +91,9 @@ def test_main_leaves_stdout_and_stderr_as_found(which, faces16, net16, fake_loop
     assert (sys.stdout, sys.stderr) == before
 
 @pytest.mark.parametrize('which', ['train', 'train_encoder'])
-def test_device_index_reaches_the_loop(which, faces16, net16, fake_loops, fake_cuda, tmp_path):
+def test_device_index_reaches_the_loop(which, faces16, stock16_pkl, fake_loops, fake_cuda, tmp_path):
     script, args = (train, _train_args(tmp_path, faces16, '--gpus', '1', '--device', 'cuda:1')) if which == 'train' else \
-                   (train_encoder, _encoder_args(tmp_path, net16, '--gpus', '1', '--device', 'cuda:1'))
+                   (train_encoder, _encoder_args(tmp_path, stock16_pkl, '--gpus', '1', '--device', 'cuda:1'))
     _main(script, args)
     assert fake_loops.devices == [torch.device('cuda', 1)]
     assert fake_cuda[-1] == 1

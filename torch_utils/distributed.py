@@ -22,6 +22,7 @@ import torch
 
 import dnnlib
 from torch_utils import custom_ops
+from torch_utils import devices
 from torch_utils import misc
 from torch_utils import training_stats
 
@@ -145,6 +146,20 @@ def torchrun_gpus(gpus, explicit):
 def continued_run_desc(ckpt_path):
     """Run description of a run continued from `.../NNNNN-desc/checkpoint.pt`: 'desc-continued'."""
     return os.path.basename(os.path.dirname(os.path.abspath(ckpt_path))).split('-', 1)[-1] + '-continued'
+
+def continue_run(args, explicit, gpus, device):
+    """Exact resume: the process count and device that may change from the command line (`explicit`
+    names the options given there). Another --gpus changes the per-process data shards and random
+    streams, which is said; the batch must still split evenly. Raises ValueError."""
+    if 'gpus' in explicit and gpus != args.num_gpus:
+        print(f'Note: the checkpoint was trained with {args.num_gpus} processes; continuing with {gpus} changes '
+              f'the per-process data shards and random streams (not an exact continuation).')
+        if args.batch_size % gpus != 0:
+            raise ValueError(f'the batch size {args.batch_size} is not divisible by --gpus {gpus}')
+        args.num_gpus = gpus
+    if 'device' in explicit:
+        args.pop('device_index', None)
+        args.update(devices.device_options(device))
 
 def write_options(args, file_name):
     """`args` as indented JSON in `args.run_dir/file_name`, atomically."""
