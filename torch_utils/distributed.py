@@ -161,16 +161,16 @@ def continue_run(args, explicit, gpus, device):
         args.pop('device_index', None)
         args.update(devices.device_options(device))
 
-def write_options(args, file_name):
-    """`args` as indented JSON in `args.run_dir/file_name`, atomically."""
+def write_options(args, file_name, content=None):
+    """`content(args)` (default: `args` itself) as indented JSON in `args.run_dir/file_name`, atomically."""
     with dnnlib.util.atomic_write(os.path.join(args.run_dir, file_name), 'w') as f:
-        json.dump(args, f, indent=2, default=str)
+        json.dump(args if content is None else content(args), f, indent=2, default=str)
 
-def start(process_fn, args, outdir, desc, options_file, print_options, dry_run=False):
+def start(process_fn, args, outdir, desc, options_file, print_options, dry_run=False, options_content=None):
     """Run a training script's processes from its `main`.
 
     Picks the run directory `outdir/NNNNN-desc` (into `args.run_dir`), prints the options with
-    `print_options(args)`, writes them to `options_file` there, then runs
+    `print_options(args)`, writes them (or `options_content(args)`) to `options_file` there, then runs
     `process_fn(rank, args, temp_dir, local_rank=None, torchrun=False)` in one process, in
     `args.num_gpus` spawned ones, or in this torchrun process. Nothing is created on `dry_run`.
     Raises LaunchError (a spawned process failed) or what the single process raised.
@@ -186,7 +186,7 @@ def start(process_fn, args, outdir, desc, options_file, print_options, dry_run=F
         if rank == 0:
             print_options(args)
             if not dry_run:
-                write_options(args, options_file)
+                write_options(args, options_file, options_content)
         if dry_run:
             torch.distributed.destroy_process_group()
             return None
@@ -199,7 +199,7 @@ def start(process_fn, args, outdir, desc, options_file, print_options, dry_run=F
         return None
     print('Creating output directory...')
     os.makedirs(args.run_dir)
-    write_options(args, options_file)
+    write_options(args, options_file, options_content)
     print('Launching processes...')
     return launch(process_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
 
