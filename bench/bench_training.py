@@ -26,9 +26,9 @@ import PIL.Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
-import train  # noqa: E402
 from torch_utils import devices  # noqa: E402
 from torch_utils import training_stats  # noqa: E402
+from training import presets  # noqa: E402
 from training import training_loop  # noqa: E402
 
 RESOLUTION = {'tiny': 32, 'paper256': 256, 'paper512': 512, 'paper1024': 1024, 'stylegan2': 1024, 'cifar': 32, 'auto': 256}
@@ -48,7 +48,7 @@ def bench_cfg(cfg, device, steps, batch, data_dir):
     data = os.path.join(data_dir, f'synthetic{resolution}.zip')
     if not os.path.exists(data):
         make_synthetic_dataset(data, resolution)
-    _desc, args = train.setup_training_loop_kwargs(data=data, cfg=cfg, batch=batch, workers=1, device=device.type)
+    _desc, args = presets.setup_training_loop_kwargs(data=data, cfg=cfg, batch=batch, workers=1, device=device.type)
     args.pop('device_type')
     args.run_dir = os.path.join(data_dir, f'run-{cfg}')
     os.makedirs(args.run_dir, exist_ok=True)

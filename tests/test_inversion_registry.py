@@ -136,8 +136,6 @@ def test_bench_and_inversion_import_no_script_and_no_private_helper():
                 bad += [f'{folder}/{name}: imports {module}.{n}' for n in names if n.startswith('_') and not n.startswith('__')]
             source = open(path, encoding='utf-8').read()
             bad += [f'{folder}/{name}: uses legacy.{n}' for n in ['_arch'] if f'legacy.{n}(' in source]
-    # bench/bench_training.py still builds the GAN presets through train.py (see the issue notes).
-    bad = [b for b in bad if not b.startswith('bench/bench_training.py: imports the script train')]
     assert not bad, bad
 
 #----------------------------------------------------------------------------
