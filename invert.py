@@ -9,6 +9,7 @@ Examples:
 \b
   python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
+  python invert.py --network ffhq.pkl --target lowres/ --method dgp --degradation sr:4 --dgp-candidates 200 --outdir out
   python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
 """
@@ -28,6 +29,7 @@ import legacy
 from inversion import common
 from inversion import editing
 from inversion import methods
+from inversion import qc as qc_method
 from inversion.operators import parse_degradation
 from metrics import restoration
 from torch_utils import devices
@@ -43,8 +45,10 @@ def parse_steps(method, text):
     except methods.MethodError as err:
         raise click.BadParameter(str(err), param_hint='--steps')
 
-# invert.py options that go to one method's invert() (by method: invert() keyword -> option).
-METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality'), cri=dict(num_samples='cri_samples'))
+# invert.py options that go to one method's invert() (by method: invert() keyword -> option); an
+# option left at None keeps the method's default.
+METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality'), cri=dict(num_samples='cri_samples', locality='locality'),
+                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(locality='locality'))
 
 def find_ground_truth(spec, stem):
     if spec is None:
@@ -94,9 +98,15 @@ def save_png(img, path):
 @click.option('--ground-truth', 'gt_spec', default=None, help='Clean image file or folder (matched by file stem): PSNR/SSIM/LPIPS')
 @click.option('--synthesize-degradation', is_flag=True, help='Targets are clean: apply the true degradation first')
 @click.option('--w-space', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='PTI pivot space')
-@click.option('--locality', is_flag=True, help='PTI: enable the locality regulariser (CRI always uses it)')
+@click.option('--locality/--no-locality', default=None,
+              help='PTI locality regulariser on/off  [default: off for pti (released PTI), on for cri and qc]')
+@click.option('--no-encoder-ok', is_flag=True,
+              help='QC: run without --encoder, optimising (w, q) from w_avg (the paper found this fails)')
+@click.option('--dgp-candidates', type=click.IntRange(min=1), default=500, show_default=True,
+              help='DGP: random latents scored by D to pick the start')
 @click.option('--cri-samples', type=int, default=2000, show_default=True, help='CRI: latents sampled for KMeans')
-@click.option('--edit', 'edit_path', default=None, help='Latent direction .npy to apply to the inverted w')
+@click.option('--edit', 'edit_path', default=None,
+              help='Latent direction .npy, [w_dim] or [num_ws, w_dim], added to the inverted latents (W, W+ or W++)')
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
@@ -105,8 +115,8 @@ def save_png(img, path):
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
-         synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone,
-         compile_synthesis=False):
+         synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
+         q_from, lpips_backbone, compile_synthesis=False):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
@@ -122,6 +132,11 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             raise click.UsageError(f'{", ".join(bad)}: only for QC-StyleGAN networks (q_dim > 0); {network_spec} is a plain StyleGAN2 network')
     if q_from and method != 'qc':
         raise click.UsageError('--q-from needs --method qc')
+    if method == 'qc' and encoder_path is None:
+        if not no_encoder_ok:
+            raise click.UsageError(f'--method qc without --encoder: {qc_method.ENCODER_FREE_NOTE}; '
+                                   f'to optimise (w, q) anyway, add --no-encoder-ok')
+        print(f'Warning: --method qc without --encoder: {qc_method.ENCODER_FREE_NOTE}')
     res = G.synthesis.img_resolution
     try:
         degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
@@ -145,10 +160,11 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
-    lpips = methods.build_lpips_modules([method], random_backbone=(lpips_backbone == 'random'), device=device, extra=['alex'])
+    lpips = methods.build_lpips_modules([method], random_backbone=(lpips_backbone == 'random'), device=device, extra=['alex'],
+                                        seed=seed)
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
-    cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples)
-    options = {key: cli_options[name] for key, name in METHOD_OPTIONS.get(method, {}).items()}
+    cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates)
+    options = {key: cli_options[name] for key, name in METHOD_OPTIONS.get(method, {}).items() if cli_options[name] is not None}
     os.makedirs(outdir, exist_ok=True)
 
     q_ref = None
@@ -160,7 +176,10 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                             encoder=encoder, seed=seed).q
 
     summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
-                   synthesize_degradation=bool(synthesize_degradation), images={}, skipped={})
+                   synthesize_degradation=bool(synthesize_degradation), encoder=encoder_path, locality=locality,
+                   images={}, skipped={})
+    if method == 'dgp':
+        summary['dgp_candidates'] = dgp_candidates
     start = time.time()
     for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
         stem = os.path.splitext(os.path.basename(path))[0]

@@ -16,6 +16,8 @@ Extra keywords of `run` go to the method's `invert()` unchanged; one it does not
 import dataclasses
 from typing import Callable, Dict, Tuple
 
+import torch
+
 from inversion import cri, dgp, ngd, pti, qc
 from metrics.restoration import LPIPS
 from torch_utils import misc
@@ -36,7 +38,7 @@ class Method:
 
 METHODS = {
     'pti': Method(pti.invert, phases=('pivot_steps', 'tune_steps'), lpips=dict(lpips_module='alex', lpips_pivot='vgg')),
-    'cri': Method(cri.invert, phases=('offset_steps', 'tune_steps'), lpips=dict(lpips_module='alex')),
+    'cri': Method(cri.invert, phases=('offset_steps', 'tune_steps'), lpips=dict(lpips_module='alex', vgg='vgg')),
     'ngd': Method(ngd.invert, phases=('steps',) * 3, lpips=dict(lpips_module='vgg'), takes=('progress',)),
     'dgp': Method(dgp.invert, phases=('stage_steps',) * 5, lpips=dict(), takes=('D', 'seed', 'progress')),
     'qc': Method(qc.invert, phases=('refine_steps', 'tune_steps'), lpips=dict(lpips_module='alex'),
@@ -78,16 +80,19 @@ def lpips_networks(names):
     """The LPIPS networks ('alex', 'vgg') the methods `names` use."""
     return sorted({net for name in names for net in get(name).lpips.values()})
 
-def build_lpips(net, random_backbone=False):
+def build_lpips(net, random_backbone=False, seed=0):
     """An LPIPS module on `net` ('alex' or 'vgg'): ImageNet weights from torch hub's cache, or random
-    features (`random_backbone`, for machines without the weights)."""
-    return LPIPS(net=net, pnet_rand=random_backbone)
+    features (`random_backbone`, for machines without the weights) drawn from `seed`, the same on
+    every run whatever ran before."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) + (0 if net == 'alex' else 1))
+        return LPIPS(net=net, pnet_rand=random_backbone)
 
-def build_lpips_modules(names, random_backbone=False, device='cpu', extra=()):
+def build_lpips_modules(names, random_backbone=False, device='cpu', extra=(), seed=0):
     """{'alex': module or None, 'vgg': module or None}: the networks the methods `names` use, plus `extra`."""
     modules = {net: None for net in ('alex', 'vgg')}
     for net in sorted(set(lpips_networks(names)) | set(extra)):
-        modules[net] = build_lpips(net, random_backbone).to(device)
+        modules[net] = build_lpips(net, random_backbone, seed).to(device)
     return modules
 
 def check_network(method, G, network_name='the network'):

@@ -49,8 +49,9 @@ def test_step_parsing():
 def test_lpips_choice_and_qc_check(nets):
     assert methods.lpips_networks(['pti']) == ['alex', 'vgg']
     assert methods.lpips_networks(['ngd']) == ['vgg']
-    assert methods.lpips_networks(['cri', 'qc']) == ['alex'] and methods.lpips_networks(['dgp']) == []
-    modules = methods.build_lpips_modules(['cri'], random_backbone=True)
+    assert methods.lpips_networks(['cri']) == ['alex', 'vgg']  # VGG features choose CRI's centroid
+    assert methods.lpips_networks(['qc']) == ['alex'] and methods.lpips_networks(['dgp']) == []
+    modules = methods.build_lpips_modules(['qc'], random_backbone=True)
     assert modules['alex'] is not None and modules['vgg'] is None
     assert [name for name, m in methods.METHODS.items() if m.needs_qc] == ['qc']
     with pytest.raises(methods.MethodError, match='only for QC-StyleGAN networks'):
@@ -86,7 +87,7 @@ def test_run_passes_each_method_what_it_takes(nets, monkeypatch):
                           encoder='ENC', seed=5, progress=True)
         assert out == 'result'
     assert seen['pti'] == dict(lpips_module='ALEX', lpips_pivot='VGG', seed=5, progress=True, pivot_steps=2, tune_steps=2)
-    assert seen['cri'] == dict(lpips_module='ALEX', seed=5, progress=True, offset_steps=2, tune_steps=2)
+    assert seen['cri'] == dict(lpips_module='ALEX', vgg='VGG', seed=5, progress=True, offset_steps=2, tune_steps=2)
     assert seen['ngd'] == dict(lpips_module='VGG', progress=True, steps=(2, 2, 2))
     assert seen['dgp'] == dict(D='D', seed=5, progress=True, stage_steps=(2,) * 5)
     assert seen['qc'] == dict(lpips_module='ALEX', encoder='ENC', seed=5, progress=True, refine_steps=2, tune_steps=2)
