@@ -153,6 +153,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=float)
 @click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
 @click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
+@click.option('--qc-ema', help='G_ema during QC fine-tuning: EMA of the last two blocks minus one conv0, rest copied (released), or of everything (full) [default: released]', type=click.Choice(['released', 'full']))
 def main(ctx, outdir, dry_run, **config_kwargs):
     explicit = {name for name in config_kwargs if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     try:

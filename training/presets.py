@@ -39,7 +39,7 @@ def setup_training_loop_kwargs(
     data, gpus=1, snap=None, metrics=None, seed=None, cond=None, subset=None, mirror=None, cfg=None,
     gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None, resume=None,
     freezed=None, fp32=None, nhwc=None, allow_tf32=None, nobench=None, workers=None, device=None,
-    qc=None, q_dim=None, qc_blocks=None, train_blocks=None, kd_weight=None, teacher=None, degradation=None,
+    qc=None, q_dim=None, qc_blocks=None, train_blocks=None, kd_weight=None, teacher=None, degradation=None, qc_ema=None,
 ):
     """Turn train.py options into (run description, `training_loop.training_loop` kwargs).
 
@@ -270,7 +270,8 @@ def setup_training_loop_kwargs(
         if q_dim < 1:
             raise ConfigError('--q-dim must be at least 1')
         args.qc_kwargs = dnnlib.EasyDict(q_dim=q_dim, qc_blocks=2 if qc_blocks is None else qc_blocks, degrad_width=16, degrad_layers=3,
-                                         train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher)
+                                         train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher,
+                                         ema=qc_ema or 'released')
         if args.qc_kwargs.train_blocks < args.qc_kwargs.qc_blocks:
             raise ConfigError(f'--train-blocks ({args.qc_kwargs.train_blocks}) must include the {args.qc_kwargs.qc_blocks} DegradBlock blocks (--qc-blocks)')
         args.training_set_kwargs.degradation = degradation or 'qc_stylegan_train'
@@ -281,8 +282,8 @@ def setup_training_loop_kwargs(
         args.loss_kwargs.class_name = 'training.loss.QCStyleGAN2Loss'
         args.loss_kwargs.kd_weight = 3.0 if kd_weight is None else kd_weight
         desc += '-qc'
-    elif any(v is not None for v in [q_dim, qc_blocks, train_blocks, kd_weight, teacher, degradation]):
-        raise ConfigError('--q-dim, --qc-blocks, --train-blocks, --kd-weight, --teacher and --degradation need --qc')
+    elif any(v is not None for v in [q_dim, qc_blocks, train_blocks, kd_weight, teacher, degradation, qc_ema]):
+        raise ConfigError('--q-dim, --qc-blocks, --train-blocks, --kd-weight, --teacher, --degradation and --qc-ema need --qc')
 
     try:
         args.update(devices.device_options(device))
