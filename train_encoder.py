@@ -223,6 +223,7 @@ def resume_args(ckpt_path, cli, explicit):
     if not ckpt.get('options_json') or ckpt.get('optimizer') is None:
         raise UserError(f'--resume "{ckpt_path}" is an encoder checkpoint without training state; start a new run with --init')
     args = encoder_loop.group_options(json.loads(ckpt['options_json']))  # also the flat options of older checkpoints
+    args.pop('provenance', None)  # recomputed for the continued run
     conflicting = sorted(set(explicit) - RESUME_OVERRIDABLE)
     if conflicting:
         raise UserError(f'--resume continues a run exactly; these options cannot change: '
@@ -255,7 +256,7 @@ def resume_args(ckpt_path, cli, explicit):
 
 def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
     """Run the encoder training loop in one process; see `distributed.run_process`."""
-    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'device_index', 'run_dir_name']}
+    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'device_index', 'run_dir_name', 'provenance']}
     def loop(rank, device):
         return encoder_loop.training_loop(rank=rank, device=device, training_options=dict(args, provenance=run_provenance(args)),
                                           **loop_kwargs)
