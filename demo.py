@@ -208,7 +208,7 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
         shutil.copyfile(path, os.path.join(targets, 'generated-' + os.path.basename(path)))
 
     # Restoration: QC with the encoder, and NGD, on the same degraded targets.
-    common = ['--target', targets, '--ground-truth', targets, '--synthesize-degradation', '--degradation', degradation,
+    common = ['--target', targets, '--ground-truth', targets, '--synthesize-degradation', '--operator', degradation,
               '--lpips-backbone', 'random'] + dev
     methods = dict(qc=['--encoder', encoder, '--steps', cfg['qc_steps']], ngd=['--steps', cfg['ngd_steps']])
     for method, extra in methods.items():

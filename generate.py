@@ -16,6 +16,7 @@ import torch
 
 import dnnlib
 import legacy
+from torch_utils import devices
 from torch_utils import image_utils
 from torch_utils import misc
 
@@ -132,14 +133,14 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', help='Network: path, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True)
+@click.option('--network', 'network_spec', help='Network: pickle or weights file, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True, metavar='NETWORK')
 @click.option('--seeds', type=_RangeType(), help='List of random seeds, e.g. 0-7 or 1,5,9', required=True)
 @click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
 @click.option('--trunc-cutoff', 'truncation_cutoff', type=click.IntRange(min=1), help='Truncate only the first N ws')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label (conditional networks)')
 @click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
 @click.option('--outdir', help='Where to save the output images', type=str, required=True, metavar='DIR')
-@click.option('--device', help='cpu, cuda, cuda:N or auto', default='auto', show_default=True)
+@click.option('--device', help=devices.DEVICE_HELP, default='auto', show_default=True)
 @click.option('--grid', help='Also save all images as one grid.png', is_flag=True)
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), help='Images per forward pass', default=8, show_default=True)
 @click.option('--q', 'q_spec', help='QC networks: degraded-image quality code: random, seed:K or FILE.npy ([q_dim] or [N, q_dim]); zero = sharp only', default='random', show_default=True)
@@ -155,7 +156,7 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
     kwargs = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
                   noise_mode=noise_mode, batch_size=batch_size)
     try:
-        device = image_utils.parse_device(device)
+        device = devices.parse_device(device)
         print(f'Loading network "{network_spec}" on {device}...')
         G = legacy.load_network(network_spec, device=device)['G_ema']
         if compile_synthesis:  # this G is never saved, so an instance-level forward is harmless
@@ -201,8 +202,14 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
     if grid:
         grid_path = os.path.join(outdir, 'grid.png')
         rows = uint8_images if degraded is None else np.concatenate([uint8_images, uint8_degraded], axis=2)
-        image_utils.save_image(image_utils.make_grid(rows), grid_path)
-        print(f'Wrote {grid_path}' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
+        gw, gh = image_utils.grid_layout(len(rows))  # no empty cells
+        seed_names = [f'seed {seed}' for seed in seeds]
+        image_utils.save_labelled_grid(rows, grid_path, grid_size=(gw, gh),
+                                       col_labels=seed_names if gh == 1 else None,
+                                       title=('' if gh == 1 else f'seeds {", ".join(str(s) for s in seeds[:gw * 2])}'
+                                              f'{"..." if len(seeds) > gw * 2 else ""} (row by row)') +
+                                             (' | each cell: sharp | degraded' if degraded is not None else ''))
+        print(f'Wrote {grid_path} ({gw}x{gh})' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
 
 #----------------------------------------------------------------------------
 

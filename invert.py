@@ -7,10 +7,10 @@ fitted to the network and the true operator is applied first (ground truth known
 Examples:
 
 \b
-  python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
+  python invert.py --network ffhq.pkl --target lowres/ --method ngd --operator sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
-  python invert.py --network ffhq.pkl --target lowres/ --method dgp --degradation sr:4 --dgp-candidates 200 --outdir out
-  python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
+  python invert.py --network ffhq.pkl --target lowres/ --method dgp --operator sr:4 --dgp-candidates 200 --outdir out
+  python invert.py --network ffhq.pkl --target faces/ --method pti --operator inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
 """
 
@@ -22,69 +22,34 @@ import time
 import click
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import dnnlib
 import legacy
 from inversion import common
+from inversion import editing
+from inversion import methods
+from inversion import qc as qc_method
+from inversion.operators import parse_degradation
+from metrics import provenance
+from metrics import restoration
+from torch_utils import devices
 from torch_utils import misc
-from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8
-
-METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
-STEP_NAMES = dict(pti=('pivot_steps', 'tune_steps'), cri=('offset_steps', 'tune_steps'),
-                  ngd=('steps',) * 3, dgp=('stage_steps',) * 5, qc=('refine_steps', 'tune_steps'))
+from torch_utils.image_utils import save_image, save_labelled_grid, to_uint8
 
 #----------------------------------------------------------------------------
 
 def parse_steps(method, text):
-    """'N' -> every phase N; 'A,B,...' -> one value per phase of the method."""
-    if text is None:
-        return {}
+    """--steps for `method` -> its invert() keywords (see `methods.parse_steps`)."""
     try:
-        values = [int(v) for v in str(text).split(',') if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f'"{text}" is not an integer or a comma-separated list of integers', param_hint='--steps')
-    if any(v < 0 for v in values) or not values:
-        raise click.BadParameter('step counts must be non-negative integers', param_hint='--steps')
-    names = STEP_NAMES[method]
-    if len(values) == 1:
-        values = values * len(names)
-    if len(values) != len(names):
-        raise click.BadParameter(f'--method {method} has {len(names)} phases ({", ".join(names)}); got {len(values)} values',
-                                 param_hint='--steps')
-    if method == 'ngd':
-        return dict(steps=tuple(values))
-    if method == 'dgp':
-        return dict(stage_steps=tuple(values))
-    return dict(zip(names, values))
+        return methods.parse_steps(method, text)
+    except methods.MethodError as err:
+        raise click.BadParameter(str(err), param_hint='--steps')
 
-
-def build_lpips(net, random_backbone, seed=0):
-    """LPIPS-`net`; a random backbone is drawn from `seed` (the same numbers on every run)."""
-    from metrics.restoration import LPIPS
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed) + (0 if net == 'alex' else 1))
-        return LPIPS(net=net, pnet_rand=random_backbone)
-
-
-def run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, steps, encoder, seed, w_space, locality,
-               cri_samples, progress, dgp_candidates=500):
-    """One method on a batch. `locality`: None = the method's default (off for PTI, on for CRI and QC)."""
-    from inversion import cri, dgp, ngd, pti, qc
-    kw = dict(steps)
-    if locality is not None and method in ('pti', 'cri', 'qc'):
-        kw['locality'] = bool(locality)
-    if method == 'pti':
-        return pti.invert(G, y, degradation, lpips_alex, lpips_pivot=lpips_vgg, space=w_space, seed=seed,
-                          progress=progress, **kw)
-    if method == 'cri':
-        return cri.invert(G, y, degradation, lpips_alex, vgg=lpips_vgg, num_samples=cri_samples, seed=seed,
-                          progress=progress, **kw)
-    if method == 'ngd':
-        return ngd.invert(G, y, degradation, lpips_vgg, progress=progress, **kw)
-    if method == 'dgp':
-        return dgp.invert(G, y, degradation, D=D, num_candidates=dgp_candidates, seed=seed, progress=progress, **kw)
-    return qc.invert(G, y, degradation, lpips_alex, encoder=encoder, seed=seed, progress=progress, **kw)
-
+# invert.py options that go to one method's invert() (by method: invert() keyword -> option); an
+# option left at None keeps the method's default.
+METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality'), cri=dict(num_samples='cri_samples', locality='locality'),
+                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(locality='locality'))
 
 def find_ground_truth(spec, stem):
     if spec is None:
@@ -110,7 +75,6 @@ def summarize_history(history):
 
 def image_scores(img, clean, lpips_module):
     """PSNR (dB), SSIM and LPIPS of `img` against `clean` (both `[N, C, H, W]` in [-1, 1]), first image."""
-    from metrics import restoration
     img = img.clamp(-1, 1)
     return dict(psnr=float(restoration.psnr(img, clean, data_range=2)[0]),
                 ssim=float(restoration.ssim(img, clean, data_range=2)[0]),
@@ -127,18 +91,18 @@ def save_png(img, path):
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', required=True, help='Network pickle / weights file, URL or zoo name')
+@click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--target', required=True, help='Observed image file or folder of images')
-@click.option('--method', type=click.Choice(METHODS), default='ngd', show_default=True, help='Inversion method')
-@click.option('--degradation', 'deg_spec', default='none', show_default=True,
-              help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
+@click.option('--method', type=click.Choice(list(methods.METHODS)), default='ngd', show_default=True, help='Inversion method')
+@click.option('--operator', '--degradation', 'deg_spec', default='none', show_default=True, metavar='SPEC',
+              help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
-@click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint (QC method: gives w, q)')
+@click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
-@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed (initial latents, sampled degradations)')
 @click.option('--outdir', required=True, help='Output folder')
-@click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N')
+@click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--save-generator', is_flag=True, help='Also save the tuned generator per image (pickle)')
 @click.option('--ground-truth', 'gt_spec', default=None, help='Clean image file or folder (matched by file stem): PSNR/SSIM/LPIPS')
 @click.option('--synthesize-degradation', is_flag=True, help='Targets are clean: apply the true degradation first')
@@ -155,19 +119,15 @@ def save_png(img, path):
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
-@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
-              help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
+@click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
+              help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False):
-    from inversion.operators import parse_degradation
-    from inversion import editing, qc as qc_method
-    from tqdm import tqdm
-
     try:
-        device = parse_device(device)
+        device = devices.parse_device(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
@@ -175,9 +135,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     data = legacy.load_network(network_spec, device=device)
     G = data['G_ema'].eval()
     D = data.get('D')
-    is_qc = misc.is_qc(G)
-    if not is_qc:
-        bad = [opt for opt, val in (('--method qc', method == 'qc'), ('--q-from', q_from)) if val]
+    if not misc.is_qc(G):
+        bad = [opt for opt, val in ((f'--method {method}', methods.get(method).needs_qc), ('--q-from', q_from)) if val]
         if bad:
             raise click.UsageError(f'{", ".join(bad)}: only for QC-StyleGAN networks (q_dim > 0); {network_spec} is a plain StyleGAN2 network')
     if q_from and method != 'qc':
@@ -191,7 +150,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     try:
         degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
     except (ValueError, FileNotFoundError) as err:
-        raise click.BadParameter(str(err), param_hint='--degradation')
+        raise click.BadParameter(str(err), param_hint='--operator')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
     try:
         files = common.list_images(target)
@@ -200,20 +159,25 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     encoder = None
     if encoder_path is not None:
         if method != 'qc':
-            print(f'Note: --encoder is only used by --method qc; ignored for {method}')
+            print(f'Note: --encoder initialises only --method qc (pSp / QC-StyleGAN encoders also load from Python with '
+                  f'training.encoders.load_encoder); ignored for {method}')
         else:
-            from training.encoders import load_encoder
-            try:  # EncoderError is a ValueError: another network's checkpoint, unreadable file, ...
-                encoder = load_encoder(encoder_path, G=G, device=device)
-            except (ValueError, FileNotFoundError) as err:
+            try:
+                encoder = methods.load_encoder(encoder_path, G=G, device=device)
+            except methods.MethodError as err:
                 raise click.ClickException(f'--encoder: {err}')
     try:
         direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
-    random_backbone = lpips_backbone == 'random'
-    lpips_alex = build_lpips('alex', random_backbone, seed).to(device)
-    lpips_vgg = build_lpips('vgg', random_backbone, seed).to(device) if method in ('ngd', 'pti', 'cri') else None
+    try:
+        lpips_backbone = restoration.check_lpips_backbone(lpips_backbone)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--lpips-backbone')
+    lpips = methods.build_lpips_modules([method], random_backbone=lpips_backbone, device=device, extra=['alex'], seed=seed)
+    lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
+    cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates)
+    options = {key: cli_options[name] for key, name in METHOD_OPTIONS.get(method, {}).items() if cli_options[name] is not None}
     os.makedirs(outdir, exist_ok=True)
 
     q_ref = None
@@ -221,15 +185,22 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         y_ref, notes = common.load_target(q_from, size=obs_size, device=device)
         for n in notes:
             print(f'Note: {q_from}: {n}')
-        q_ref = qc_method.invert(G, y_ref, degradation, lpips_alex, encoder=encoder, seed=seed, **step_kwargs).q
+        q_ref = methods.run(method='qc', G=G, target=y_ref, degradation=degradation, lpips=lpips, steps=step_kwargs,
+                            encoder=encoder, seed=seed).q
 
     summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
                    synthesize_degradation=bool(synthesize_degradation), encoder=encoder_path, locality=locality,
                    images={}, skipped={})
     if method == 'dgp':
         summary['dgp_candidates'] = dgp_candidates
+    summary['provenance'] = provenance.build(
+        network=network_spec, network_resolved=legacy.resolve_network_spec(network_spec) if not str(network_spec).startswith('init:') else None,
+        lpips=[lpips['alex'], lpips['vgg']], method=method, seed=seed,
+        settings=dict(step_kwargs, **options, degradation=deg_spec, encoder=None if encoder is None else provenance.file_record(encoder.path),
+                      synthesize_degradation=bool(synthesize_degradation)))
     start = time.time()
-    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
+    show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
+    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):
         stem = os.path.splitext(os.path.basename(path))[0]
         torch.manual_seed(seed)
         try:
@@ -249,8 +220,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         gt_path = find_ground_truth(gt_spec, stem)
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
-        out = run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, step_kwargs, encoder, seed, w_space,
-                         locality, cri_samples, progress=True, dgp_candidates=dgp_candidates)
+        out = methods.run(method=method, G=G, target=y, degradation=degradation, lpips=lpips, steps=step_kwargs, D=D,
+                          encoder=encoder, seed=seed, progress=show_progress, **options)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():
@@ -260,10 +231,12 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
         save_png(redeg, os.path.join(outdir, f'{stem}_degraded.png'))
         panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
+        labels = ['observation', 'restored', 're-degraded']
         if clean is not None:
             panel.append(clean)
-        save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
-                   os.path.join(outdir, f'{stem}_panel.png'))
+            labels.append('ground truth')
+        save_labelled_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), os.path.join(outdir, f'{stem}_panel.png'),
+                           grid_size=(len(panel), 1), col_labels=labels, title=f'{stem}: {method}, {deg_spec}')
         save_png(panel[0], os.path.join(outdir, f'{stem}_observed.png'))
         arrays = dict(ws=out.ws.cpu().numpy())
         if out.q is not None:
@@ -295,18 +268,24 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                     sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d)
                     rows.append(sharp[:, 0])
                 grid = torch.cat(rows).clamp(-1, 1)
-                save_image(make_grid(to_uint8(rgb(grid)), (3, len(rows))), os.path.join(outdir, f'{stem}_sefa.png'))
+                save_labelled_grid(to_uint8(rgb(grid)), os.path.join(outdir, f'{stem}_sefa.png'), grid_size=(3, len(rows)),
+                                   col_labels=[f'strength {-strength:g}', '0', f'strength +{strength:g}'],
+                                   row_labels=[f'SeFa {k}' for k in range(len(rows))])
             if q_ref is not None:
                 qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
                 imgs = torch.cat([gen(out.ws, q=qq)[:1] for qq in qs]).clamp(-1, 1)
                 save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
-                save_image(make_grid(to_uint8(imgs), (len(imgs), 1)), os.path.join(outdir, f'{stem}_q_interp.png'))
+                save_labelled_grid(to_uint8(imgs), os.path.join(outdir, f'{stem}_q_interp.png'), grid_size=(len(imgs), 1),
+                                   col_labels=[f'q {1 - t:.2f}:{t:.2f}' for t in np.linspace(0, 1, len(imgs))],
+                                   title='q interpolated from this image (left) to --q-from (right)')
         summary['images'][stem] = record
     summary['seconds'] = time.time() - start
     with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     done, skipped = len(summary['images']), len(summary['skipped'])
     print(f'Done: {done} image(s) restored with {method} in {summary["seconds"]:.1f} s; results in {outdir}')
+    for note in summary['provenance']['caveats']:
+        print(f'Note: {note}')
     if skipped:
         print(f'Skipped {skipped} unreadable file(s): ' + ', '.join(summary['skipped']))
     if done == 0:

@@ -18,7 +18,7 @@ fixed, seeded random CNN (`random_features`; for tracking a model, not comparabl
 Real-set sizes: the reference semantics are kept, i.e. the number of real images is an upper
 bound (`_full`: the whole dataset; KID: up to 1M; PR: up to 200k; legacy: the first 50k) and a
 smaller dataset contributes all of its images. Below the minimum a metric can work with (2 for
-FID/KID, k+1 = 4 for PR) a one-line `DatasetError` is raised instead of an obscure failure.
+FID/KID, k+1 = 4 for PR) a one-line `metric_utils.MetricDataError` is raised instead of an obscure failure.
 
 QC generators: `calc_metric(..., q_mode='sharp'|'degraded')` (see `MetricOptions`) evaluates
 any of these metrics on sharp (q = 0) or degraded (q ~ N(0, I)) generated images; the result dict
@@ -35,6 +35,7 @@ import torch
 import dnnlib
 
 from . import metric_utils
+from . import provenance
 from . import frechet_inception_distance
 from . import kernel_inception_distance
 from . import precision_recall
@@ -104,6 +105,8 @@ def calc_metric(metric, **kwargs):
     )
     if opts.q_mode is not None:
         result.q_mode = opts.q_mode
+    result.provenance = provenance.build(detectors=[provenance.detector_record(source, name=metric_utils.detector_name_of(url))
+                                                    for url, source in opts.detectors_used.items()])
     return result
 
 
@@ -123,9 +126,13 @@ def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
     (relative to run_dir when both are given), timestamp. Returns the JSON line.
     """
     metric = result_dict['metric']
+    prov = dict(result_dict.get('provenance') or provenance.build())
+    if snapshot_pkl is not None:
+        prov['network'] = provenance.network_record(snapshot_pkl)
+        prov['caveats'] = provenance.caveats(prov)
     if run_dir is not None and snapshot_pkl is not None:
         snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
-    fields = dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time())
+    fields = dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time(), provenance=prov)
     jsonl_line = json.dumps(fields, default=_json_default)
     print(jsonl_line, flush=True)
     if run_dir is not None and os.path.isdir(run_dir):

@@ -11,11 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dnnlib
 import legacy
 from training import qc as qc_surgery
 import qcode_study
 import train_encoder
 from torch_utils import training_stats
+from training import encoder_data
+from training import encoder_loop
+from training import encoder_loss
 from training import encoders
 from training import networks
 from training.ranger import RAdam, Ranger
@@ -110,7 +114,7 @@ def run(network, data, run_dir, **kwargs):
     training_stats.reset()
     options = dict(TINY, network=network, data=data, run_dir=str(run_dir), batch_size=4, log_fn=lambda *a, **k: None)
     options.update(kwargs)
-    return train_encoder.training_loop(**options)
+    return encoder_loop.training_loop(**encoder_loop.group_options(options))
 
 #----------------------------------------------------------------------------
 # Ranger.
@@ -206,16 +210,15 @@ def trained(nets, tmp_path_factory):
     G = legacy.load_network(nets['qc'], verbose=False)['G_ema']
     torch.manual_seed(0)
     initial = encoders.PSPEncoder.for_generator(G, backbone='tiny', input_size=32)
-    loss = train_encoder.ReconstructionLoss(G, torch.device('cpu'), lpips_weight=0)
-    pairs = train_encoder.SyntheticPairs(G, seed=0, truncation=0.5)
+    loss = encoder_loss.ReconstructionLoss(G, torch.device('cpu'), lpips_weight=0)
+    pairs = encoder_data.SyntheticPairs(G, seed=0, truncation=0.5)
     val_x, val_y, _, _ = pairs.make([-1 - i for i in range(16)], 'cpu')  # the loop's validation pairs
-    before, _, _ = train_encoder.run_validation(initial, G, loss, val_x, val_y, 'predict')
+    before, _, _ = encoder_loop.run_validation(initial, G, loss, val_x, val_y, 'predict')
     result = run(nets['qc'], 'generator', run_dir, lpips_weight=0, lr=2e-3, total_steps=200, val_images=16,
                  truncation=0.5, tick_steps=100, val_every=1000, snap_steps=1000)
     return dnnlib_dict(result=result, before=before, G=G, pairs=pairs, run_dir=str(run_dir))
 
 def dnnlib_dict(**kwargs):
-    import dnnlib
     return dnnlib.EasyDict(kwargs)
 
 def test_training_reduces_reconstruction_loss(trained):
@@ -259,9 +262,15 @@ def test_cli_outputs_and_exact_resume(nets, gen16, id_net, tmp_path):
             'panels000003.png', 'panels000006.png', 'panels000008.png'} <= files
     assert any(f.startswith('events.out.tfevents') for f in files)
     panel = np.asarray(PIL.Image.open(os.path.join(full, 'panels000008.png')))
-    assert panel.shape == (4 * 16, 4 * 16, 3)  # rows: degraded | G(w,q) | G(w,0) | sharp; 4 held-out images
+    # rows: degraded | G(w,q) | G(w,0) | sharp (labelled on the left); 4 held-out images; 16 px cells shown at 256 px
+    assert panel.shape[0] == 4 * 256 + 3 * 4 and 4 * 256 < panel.shape[1] < 4 * 256 + 300
     val = [json.loads(line) for line in open(os.path.join(full, 'val.jsonl'))]
     assert [v['step'] for v in val] == [3, 6, 8] and all(np.isfinite(v['val/sharp_psnr']) for v in val)
+    import hashlib
+    sha = hashlib.sha256(open(nets['qc'], 'rb').read()).hexdigest()[:16]
+    assert all(v['provenance']['network']['sha256'] == sha and v['provenance']['lpips'][0]['backbone'] == 'random'
+               and 'random backbone' in v['provenance']['caveats'][0] for v in val)
+    assert json.load(open(os.path.join(full, 'options.json')))['provenance']['network']['path'] == os.path.abspath(nets['qc'])
     stats = [json.loads(line) for line in open(os.path.join(full, 'stats.jsonl'))]
     assert {'Loss/deg/id', 'Loss/deg/lpips', 'Loss/cross/l2', 'Loss/sharp/l2'} <= set(stats[-1])
     assert 'step 8' in open(os.path.join(full, 'log.txt')).read()
@@ -313,7 +322,7 @@ def test_cli_bad_input(nets, gen16, gen32, id_net, tmp_path):
     assert out.exit_code == 0, out.output
     assert 'are 32x32 but the generator makes 16x16' in out.output and 'resized' in out.output
     # A scripted embedding network with the documented interface is accepted.
-    net = train_encoder.load_id_network(id_net)
+    net = encoder_loss.load_id_network(id_net)
     assert net(torch.zeros(3, 3, 112, 112)).shape == (3, 16)
 
 #----------------------------------------------------------------------------
@@ -370,6 +379,11 @@ def test_qcode_study_end_to_end(trained, tmp_path):
     assert 0 <= report['accuracy'] <= 1 and 0.3 < report['chance'] < 0.8
     assert sum(report['test_counts'].values()) == 60 and np.sum(report['confusion']) == 60
     assert 'accuracy' in out.output and 'chance' in out.output
+    # Honest study: disjoint sharp images, and the controls next to the encoder's accuracy.
+    assert report['disjoint'] and report['train_images'] + report['test_images'] == 24 and report['test_images'] == 8
+    assert set(report['controls']) == {'random_encoder', 'pixels'}
+    assert all(0 <= c['accuracy'] <= 1 for c in report['controls'].values()) and 'raw-pixel linear probe' in out.output
+    assert qcode_study.split_images(10, 1000, 200) == (list(range(8)), [8, 9])
     levels = qcode_study.run_study(ckpt, generate=12, task='level', levels=5, num_train=60, num_test=30, verbose=False)
     assert levels['level_param'] == 'ksize' and levels['level_range'] == [5.0, 31.0] and set(levels['labels']) <= set('01234')
     member = qcode_study.run_study(ckpt, generate=12, task='member', num_train=60, num_test=30, features='wq',

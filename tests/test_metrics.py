@@ -26,7 +26,6 @@ from metrics import perceptual_path_length
 from metrics import precision_recall
 from metrics import restoration
 from training import networks
-from training.dataset import DatasetError
 
 pytestmark = [pytest.mark.usefixtures('single_thread'),
               pytest.mark.filterwarnings('ignore:`torch.jit.*` is deprecated:FutureWarning')]
@@ -280,7 +279,10 @@ def test_calc_metric_fid_pipeline_and_stats_cache(tmp_path, monkeypatch, detecto
     G = tiny_G(16)
     kwargs = dict(G=G, dataset_kwargs=dataset_kwargs(data), device=CPU, detector_overrides={'inception': file_url(detector_pt)})
     result = metric_main.calc_metric('fid100_full', **kwargs)
-    assert set(result) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus'}
+    assert set(result) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'provenance'}
+    [det] = result.provenance['detectors']  # the detector file actually used, hashed and marked as a stand-in
+    assert det['name'] == 'inception' and det['path'] == os.path.abspath(detector_pt) and len(det['sha256']) == 16
+    assert not det['official'] and 'not the official download' in result.provenance['caveats'][0]
     assert result.metric == 'fid100_full' and result.num_gpus == 1
     fid = result.results.fid100_full
     assert np.isfinite(fid) and fid > 0
@@ -330,7 +332,10 @@ def test_calc_metric_fid_pipeline_and_stats_cache(tmp_path, monkeypatch, detecto
     record = json.loads((run_dir / 'metric-fid100_full.jsonl').read_text().strip())
     assert json.loads(line) == record
     assert record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
-    assert set(record) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp'}
+    assert set(record) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp', 'provenance'}
+    assert record['provenance']['network']['spec'].endswith('network-snapshot-000000.pkl')
+    assert record['provenance']['detectors'][0]['sha256'] == result.provenance['detectors'][0]['sha256']
+    assert record['provenance']['caveats']  # the stand-in detector is marked in the printed line too
 
 
 def test_kid_pr_is_through_the_pipeline(tmp_path, detector_pt):
@@ -379,7 +384,7 @@ def test_random_labels_come_from_the_dataset(tmp_path):
     c = metric_utils.random_labels(opts, G, 12)
     assert c.shape == (12, 3) and torch.all(c.sum(1) == 1) and set(c.argmax(1).tolist()) <= {0, 1, 2}
     opts = metric_utils.MetricOptions(G=G, dataset_kwargs=dataset_kwargs(data), device=CPU)  # no labels requested
-    with pytest.raises(DatasetError, match='conditional with 3 classes'):
+    with pytest.raises(metric_utils.MetricDataError, match='conditional with 3 classes'):
         metric_utils.random_labels(opts, G, 2)
 
 
@@ -426,7 +431,7 @@ def test_q_mode_plumbing(detector_pt):
 def test_dataset_size_and_resolution_errors(tmp_path, detector_pt):
     overrides = {'inception': detector_pt, 'vgg16': detector_pt}
     data16 = make_dataset_zip(tmp_path / 'd16.zip', num=8, size=16)
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(metric_utils.MetricDataError) as info:
         metric_main.calc_metric('fid100_full', G=tiny_G(32), dataset_kwargs=dataset_kwargs(data16), device=CPU,
                                 detector_overrides=overrides)
     message = str(info.value)
@@ -434,11 +439,11 @@ def test_dataset_size_and_resolution_errors(tmp_path, detector_pt):
     assert '\n' not in message
     # Too few reals for precision/recall (k = 3 needs 4) and for FID (2).
     data3 = make_dataset_zip(tmp_path / 'd3.zip', num=3, size=16)
-    with pytest.raises(DatasetError, match=r'needs at least 4 real images .* provides 3'):
+    with pytest.raises(metric_utils.MetricDataError, match=r'needs at least 4 real images .* provides 3'):
         metric_main.calc_metric('pr1k3_full', G=tiny_G(16), dataset_kwargs=dataset_kwargs(data3), device=CPU,
                                 detector_overrides=overrides)
     data1 = make_dataset_zip(tmp_path / 'd1.zip', num=1, size=16)
-    with pytest.raises(DatasetError, match='needs at least 2'):
+    with pytest.raises(metric_utils.MetricDataError, match='needs at least 2'):
         metric_main.calc_metric('fid100_full', G=tiny_G(16), dataset_kwargs=dataset_kwargs(data1), device=CPU,
                                 detector_overrides=overrides)
     with pytest.raises(metric_main.UnknownMetricError, match='fid50k_full'):
@@ -677,7 +682,7 @@ def test_niqe_prefers_pristine_images(niqe_model, tmp_path, monkeypatch):
     with pytest.raises(restoration.NIQEModelError) as info:
         restoration.niqe(test)
     message = str(info.value)
-    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message
+    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message and 'niqe_release.zip' in message
     assert restoration.NIQE_MODEL_ENV in message and '\n' not in message
     monkeypatch.setenv(restoration.NIQE_MODEL_ENV, str(mat))
     assert restoration.niqe(test) == pytest.approx(q_test)
