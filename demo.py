@@ -43,7 +43,7 @@ import numpy as np
 # size (a smoke test) uses sr:4 because its barely trained generator makes smooth images, which an
 # sr:2 observation already shows almost exactly.
 SIZES = {
-    'full':  dict(kimg=40, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=300, enc_batch=16, qc_steps='50,100', ngd_steps='100,100,100', gen_targets=4, degradation='sr:2'),
+    'full':  dict(kimg=24, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=300, enc_batch=16, qc_steps='50,100', ngd_steps='100,100,100', gen_targets=4, degradation='sr:2'),
     'quick': dict(kimg=1, snap=1, metric='rfkid100_full', qc_kimg=1, enc_steps=40, enc_batch=8, qc_steps='10,20', ngd_steps='15,15,15', gen_targets=1, degradation='sr:4'),
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
