@@ -36,8 +36,8 @@ class Method:
     lpips: Dict[str, str]               # invert() keyword -> LPIPS network ('alex' or 'vgg') passed under it
     takes: Tuple[str, ...] = ('seed', 'progress')  # shared inputs of run() the method takes: D, encoder, seed, progress
     needs_qc: bool = False              # only for QC-StyleGAN networks (G.q_dim > 0)
-    init: str = None                    # invert() keyword of an initial latent (W [N, w_dim] or W+ [N, num_ws, w_dim])
-                                        # that run() fills with encoder= 's code of the target; None: cannot use one
+    init: str = None                    # invert() keyword of a start latent (W [N, w_dim] or W+ [N, num_ws, w_dim]):
+                                        # run() passes the encoder's code of the target there; None: no encoder start
 
 METHODS = {
     'pti': Method(pti.invert, phases=('pivot_steps', 'tune_steps'), lpips=dict(lpips_module='alex', lpips_pivot='vgg'),

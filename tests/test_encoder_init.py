@@ -2,6 +2,7 @@
 code of the observation to the methods that can start from it, the optimisation's first latent is
 that code, and methods that cannot use an encoder refuse it in one line (registry and invert.py)."""
 
+import json
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ from inversion import common
 from inversion import methods
 from inversion import ngd
 from inversion.operators import parse_degradation
+from metrics import provenance
 from training import encoders
 from training import networks
 
@@ -174,6 +176,9 @@ def test_invert_cli_starts_pti_and_ngd_from_the_encoder(files, tmp_path, method,
         assert ws.ndim == 4 and (ws == ws[:, :, :1]).all()
         ws = ws[:, :, 0]
     np.testing.assert_allclose(ws, files['code'].numpy(), rtol=0, atol=1e-6)
+    with open(tmp_path / 'results.json') as f:  # the encoder file is in the run's provenance
+        settings = json.load(f)['provenance']['settings']
+    assert settings['encoder'] == dict(path=os.path.abspath(files['enc']), sha256=provenance.sha256_prefix(files['enc']))
 
 def test_invert_cli_pti_w_space_note(files, tmp_path):
     r = _invert(files, tmp_path, '--method', 'pti', '--steps', '0,0')
