@@ -1,8 +1,9 @@
-"""Restore images by GAN inversion: PTI, CRI, NGD (robust unsupervised), DGP or QC-StyleGAN.
+"""Restore images by GAN inversion: PTI, CRI, NGD (robust unsupervised), DGP, QC-StyleGAN or SPHInX.
 
 The --target images are the OBSERVED degraded images y (at the degradation's output size, e.g. the
-low-res image for sr:4). --synthesize-degradation instead treats them as clean images: they are
-fitted to the network and the true operator is applied first (ground truth known).
+low-res image for sr:4; for compressed sensing, cs:FACTOR, the .npy measurement vectors).
+--synthesize-degradation instead treats them as clean images: they are fitted to the network and
+the true operator is applied first (ground truth known).
 
 Examples:
 
@@ -11,6 +12,10 @@ Examples:
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
   python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
+  python invert.py --network ffhq.pkl --target xray.png --method sphinx --outdir out \\
+      --attribute rotate --attribute-fac 0,22.5,45 --interpolate other_xray.png
+  python invert.py --network ffhq.pkl --target xray.png --method sphinx --degradation cs:0.01 \\
+      --synthesize-degradation --outdir out
 """
 
 import json
@@ -28,9 +33,10 @@ from inversion import common
 from torch_utils import misc
 from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8
 
-METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
+METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc', 'sphinx')
 STEP_NAMES = dict(pti=('pivot_steps', 'tune_steps'), cri=('offset_steps', 'tune_steps'),
-                  ngd=('steps',) * 3, dgp=('stage_steps',) * 5, qc=('refine_steps', 'tune_steps'))
+                  ngd=('steps',) * 3, dgp=('stage_steps',) * 5, qc=('refine_steps', 'tune_steps'), sphinx=('steps',))
+VGG_METHODS = ('ngd', 'pti', 'sphinx')  # the methods whose losses use VGG-LPIPS
 
 #----------------------------------------------------------------------------
 
@@ -63,9 +69,11 @@ def build_lpips(net, random_backbone):
 
 
 def run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, steps, encoder, seed, w_space, locality,
-               cri_samples, progress):
-    from inversion import cri, dgp, ngd, pti, qc
+               cri_samples, progress, **method_kwargs):
+    from inversion import cri, dgp, ngd, pti, qc, sphinx
     kw = dict(steps)
+    if method == 'sphinx':
+        return sphinx.invert(G, y, degradation, lpips_vgg, seed=seed, progress=progress, **kw, **method_kwargs)
     if method == 'pti':
         return pti.invert(G, y, degradation, lpips_alex, lpips_pivot=lpips_vgg, space=w_space, locality=locality,
                           seed=seed, progress=progress, **kw)
@@ -98,6 +106,78 @@ def summarize_history(history):
         elif isinstance(value, list):
             out[key] = value[-1] if value else None
     return out
+
+
+def list_targets(target, degradation, synthesize):
+    """Target files: images, or for a measurement operator (cs:) without --synthesize-degradation,
+    .npy measurement vectors (a file, or the .npy files of a folder)."""
+    from inversion.operators import load_measurements, measurement_operator
+    if measurement_operator(degradation) is None or synthesize:
+        return common.list_images(target)
+    if os.path.isdir(target):
+        files = sorted(os.path.join(target, n) for n in os.listdir(target) if n.lower().endswith('.npy'))
+        if not files:
+            raise ValueError(f'no .npy measurement files in folder {target} (with {degradation.name}, the targets are '
+                             f'measurement vectors; or pass clean images with --synthesize-degradation)')
+    elif not os.path.isfile(target):
+        raise FileNotFoundError(f'target not found: {target}')
+    elif not target.lower().endswith('.npy'):
+        raise ValueError(f'{target}: with {degradation.name} the target is a .npy measurement vector; to measure a '
+                         f'clean image, add --synthesize-degradation')
+    else:
+        files = [target]
+    for path in files:  # wrong lengths fail now, before any work
+        load_measurements(path, degradation)
+    return files
+
+
+def load_observation(path, degradation, size, res, synthesize, device):
+    """-> (observation y, clean image or None, notes). ValueError for unreadable files."""
+    from inversion.operators import load_measurements
+    if synthesize:
+        clean, notes = common.load_target(path, size=res, device=device)
+        with torch.no_grad():
+            return common.degrade(degradation, clean, true=True), clean, notes
+    if path.lower().endswith('.npy'):
+        return load_measurements(path, degradation, device), None, []
+    y, notes = common.load_target(path, size=size, device=device)
+    return y, None, notes
+
+
+def observation_size(path):
+    """(width, height) of an image file, or (length,) of a .npy vector; None if unreadable."""
+    try:
+        if path.lower().endswith('.npy'):
+            return (int(np.load(path, mmap_mode='r', allow_pickle=False).shape[-1]),)
+        import PIL.Image
+        with PIL.Image.open(path) as img:
+            return img.size
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, spec, seed, step_kwargs, attribute, attribute_fac,
+                   other):
+    """SPHInX's own outputs for one image: the fit (.pt), the attribute walk and the interpolation strips."""
+    from inversion import sphinx
+    model = out.models[0]
+    sphinx.save_fit(os.path.join(outdir, f'{stem}_sphinx.pt'), model, run=dict(degradation=spec, seed=seed, **step_kwargs),
+                    observation=y.detach().cpu())
+    if attribute:
+        trained, alpha, direction, _ = sphinx.learn_attribute(G, model, y, degradation, lpips_vgg, attribute, attribute_fac,
+                                                              steps=step_kwargs.get('steps', 500), seed=seed, progress=True)
+        frames, alphas = sphinx.attribute_walk(G, trained, alpha, direction, seed=seed)
+        save_image(make_grid(to_uint8(rgb(frames.clamp(-1, 1))), (len(frames), 1)),
+                   os.path.join(outdir, f'{stem}_walk_{attribute}.png'))
+        np.save(os.path.join(outdir, f'{stem}_walk_{attribute}_alphas.npy'), alphas.numpy())
+    if other is not None:
+        frames = sphinx.interpolate(G, model, other, seed=seed)
+        save_image(make_grid(to_uint8(rgb(frames.clamp(-1, 1))), (len(frames), 1)), os.path.join(outdir, f'{stem}_interp.png'))
+
+
+def uncertainty_image(u):
+    """Uncertainty `[N, 1, H, W]` (>= 0) -> a gray image in [-1, 1], white = the largest spread."""
+    return u / u.flatten(1).amax(1).clamp_min(1e-8).reshape(-1, 1, 1, 1) * 2 - 1
 
 
 def rgb(x):
@@ -136,9 +216,15 @@ def save_png(img, path):
               help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
+@click.option('--draws', type=click.IntRange(min=1), default=8, show_default=True,
+              help='SPHInX: renders with fresh (z+, s) averaged into the result (1 = one random draw, as the official code)')
+@click.option('--interpolate', 'interpolate_with', default=None, metavar='OTHER',
+              help='SPHInX: also fit this observation (same size as the targets) and write an interpolation strip')
+@click.option('--attribute', type=click.Choice(['rotate']), default=None, help='SPHInX: learn an attribute walk and write its strip')
+@click.option('--attribute-fac', default='0,22.5,45', show_default=True, help='SPHInX: attribute factors (rotate: degrees, first 0)')
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone,
-         compile_synthesis=False):
+         compile_synthesis=False, draws=8, interpolate_with=None, attribute=None, attribute_fac='0,22.5,45'):
     from inversion.operators import parse_degradation
     from inversion import editing, qc as qc_method
     from metrics import restoration
@@ -160,16 +246,42 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             raise click.UsageError(f'{", ".join(bad)}: only for QC-StyleGAN networks (q_dim > 0); {network_spec} is a plain StyleGAN2 network')
     if q_from and method != 'qc':
         raise click.UsageError('--q-from needs --method qc')
+    sphinx_only = [opt for opt, val in (('--interpolate', interpolate_with), ('--attribute', attribute)) if val]
+    if sphinx_only and method != 'sphinx':
+        raise click.UsageError(f'{", ".join(sphinx_only)}: only for --method sphinx')
+    if method == 'sphinx':
+        bad = [opt for opt, val in (('--encoder', encoder_path), ('--edit', edit_path), ('--sefa', sefa)) if val]
+        if bad:
+            raise click.UsageError(f'{", ".join(bad)}: not for --method sphinx (it learns its own heads and renders with its '
+                                   f'content input S; edit with --attribute rotate or --interpolate OTHER)')
+    try:
+        attribute_fac = [float(v) for v in str(attribute_fac).split(',') if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f'"{attribute_fac}" is not a comma list of numbers', param_hint='--attribute-fac')
+    if attribute and len(attribute_fac) < 2:
+        raise click.BadParameter('give at least two factors, e.g. 0,22.5,45', param_hint='--attribute-fac')
     res = G.synthesis.img_resolution
     try:
-        degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
+        degradation = parse_degradation(deg_spec, res, device=device, seed=seed, channels=G.synthesis.img_channels)
     except (ValueError, FileNotFoundError) as err:
         raise click.BadParameter(str(err), param_hint='--degradation')
+    if attribute and not getattr(degradation, 'is_image', True):
+        raise click.UsageError(f'--attribute needs image observations, not {degradation.name} measurements')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
     try:
-        files = common.list_images(target)
+        files = list_targets(target, degradation, synthesize_degradation)
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint='--target')
+    if interpolate_with is not None:
+        if not os.path.isfile(interpolate_with):
+            raise click.BadParameter(f'{interpolate_with}: file not found', param_hint='--interpolate')
+        other_size = observation_size(interpolate_with)
+        for path in files:
+            size = observation_size(path)
+            if size is not None and size != other_size:
+                what = 'values' if len(size) == 1 else 'pixels (width, height)'
+                raise click.BadParameter(f'{interpolate_with} has size {other_size} but {os.path.basename(path)} has {size} '
+                                         f'{what}; interpolate between observations of the same size', param_hint='--interpolate')
     encoder = None
     if encoder_path is not None:
         if method != 'qc':
@@ -186,8 +298,19 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         raise click.ClickException(f'--edit: {err}')
     random_backbone = lpips_backbone == 'random'
     lpips_alex = build_lpips('alex', random_backbone).to(device)
-    lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in ('ngd', 'pti') else None
+    lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in VGG_METHODS else None
     os.makedirs(outdir, exist_ok=True)
+    method_kwargs = dict(num_draws=draws) if method == 'sphinx' else {}
+
+    other = None
+    if interpolate_with is not None:
+        try:
+            y_other, _, _ = load_observation(interpolate_with, degradation, obs_size, res, synthesize_degradation, device)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint='--interpolate')
+        torch.manual_seed(seed)
+        other = run_method(method, G, D, y_other, degradation, lpips_alex, lpips_vgg, step_kwargs, encoder, seed, w_space,
+                           locality, cri_samples, progress=True, **method_kwargs).models[0]
 
     q_ref = None
     if q_from:
@@ -203,13 +326,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         stem = os.path.splitext(os.path.basename(path))[0]
         torch.manual_seed(seed)
         try:
-            clean = None
-            if synthesize_degradation:
-                clean, notes = common.load_target(path, size=res, device=device)
-                with torch.no_grad():
-                    y = common.degrade(degradation, clean, true=True)
-            else:
-                y, notes = common.load_target(path, size=obs_size, device=device)
+            y, clean, notes = load_observation(path, degradation, obs_size, res, synthesize_degradation, device)
         except ValueError as err:
             tqdm.write(f'Warning: skipping {path}: {err}')
             summary['skipped'][os.path.basename(path)] = str(err)
@@ -220,7 +337,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, step_kwargs, encoder, seed, w_space,
-                         locality, cri_samples, progress=True)
+                         locality, cri_samples, progress=True, **method_kwargs)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():
@@ -228,10 +345,16 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             redeg = out.degraded if out.q is not None else restored
             redeg = common.degrade(degradation, redeg, true=True)
         save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
-        save_png(redeg, os.path.join(outdir, f'{stem}_degraded.png'))
+        if redeg.ndim == 2:  # measurements (cs:): the vectors as .npy, their back-projections as PNG
+            np.save(os.path.join(outdir, f'{stem}_degraded.npy'), redeg[0].cpu().numpy())
+            if synthesize_degradation:
+                np.save(os.path.join(outdir, f'{stem}_observation.npy'), y[0].cpu().numpy())
+        save_png(common.to_image_size(degradation, redeg, obs_size), os.path.join(outdir, f'{stem}_degraded.png'))
         panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
         if clean is not None:
             panel.append(clean)
+        if 'uncertainty' in out:
+            panel.append(uncertainty_image(out.uncertainty))
         save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
                    os.path.join(outdir, f'{stem}_panel.png'))
         arrays = dict(ws=out.ws.cpu().numpy())
@@ -239,12 +362,19 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             arrays['q'] = out.q.cpu().numpy()
         if 'centroid_index' in out:
             arrays['centroid_index'] = out.centroid_index.cpu().numpy()
+        if 'content' in out:  # SPHInX: mean S and the noise maps B (ws = the mean W+ over the draws)
+            arrays['content'] = out.content.cpu().numpy()
+            arrays.update({f'noise{i}': n.detach().cpu().numpy() for i, n in enumerate(out.models[0].noise)})
         with dnnlib.util.atomic_write(os.path.join(outdir, f'{stem}_latents.npz'), 'wb') as f:
             np.savez(f, **arrays)
         if save_generator and Gr is not G:
             legacy.save_network_pkl(dict(G_ema=Gr), os.path.join(outdir, f'{stem}_G.pkl'))
         record = dict(file=os.path.basename(path), loss=[float(v) for v in torch.as_tensor(out.loss).reshape(-1)],
                       history=summarize_history(out.history))
+        if method == 'sphinx':
+            record['draws'], record['spread'] = draws, float(out.spread[0])
+            sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, deg_spec, seed, step_kwargs, attribute,
+                           attribute_fac, other)
         if clean is not None:
             with torch.no_grad():
                 record['psnr'] = float(restoration.psnr(restored.clamp(-1, 1), clean, data_range=2)[0])

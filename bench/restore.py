@@ -68,7 +68,7 @@ import legacy  # noqa: E402
 from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8  # noqa: E402
 from torch_utils import misc  # noqa: E402
 
-METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
+METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc', 'sphinx')
 LEVELS = ('XS', 'S', 'M', 'L', 'XL')
 TASKS = ('sr', 'denoise', 'jpeg', 'inpaint', 'colorize')
 # Forward order of composed degradations, as inversion.operators applies them (U -> N -> A -> P,
@@ -557,12 +557,12 @@ def load_benchmark_network(spec, methods, device):
     return dict(G=G, D=data.get('D'))
 
 def build_lpips_modules(methods, lpips_net, backbone):
-    """The LPIPS networks the methods use (AlexNet: pti/cri/qc, VGG: ngd/pti) and the metric's."""
+    """The LPIPS networks the methods use (AlexNet: pti/cri/qc, VGG: ngd/pti/sphinx) and the metric's."""
     import invert
     from inversion import common
     needed = {lpips_net}
     needed |= {'alex'} if {'pti', 'cri', 'qc'} & set(methods) else set()
-    needed |= {'vgg'} if {'ngd', 'pti'} & set(methods) else set()
+    needed |= {'vgg'} if set(invert.VGG_METHODS) & set(methods) else set()
     modules = {net: None for net in ('alex', 'vgg')}
     for net in sorted(needed):
         modules[net] = invert.build_lpips(net, backbone == 'random')
