@@ -299,7 +299,7 @@ def fit(G, target, degradation=None, lpips_module=None, steps=5000, lr=1e-3, con
     rng = torch.Generator().manual_seed(int(seed) + 1)
     k = max(int(draws_per_step), 1)
     target_k = target.expand(k, *target.shape[1:])
-    history = dict(loss=[], mse=[], lpips=[], lr=[])
+    history = dict(loss=[], mse=[], lpips=[], lr=[], lr_content=[])
     for step in tqdm(range(int(steps)), desc=desc, disable=not progress, leave=False):
         ramp = lr_ramp(step / max(int(steps), 1), rampup, rampdown)
         for i in ramped:
@@ -315,6 +315,7 @@ def fit(G, target, degradation=None, lpips_module=None, steps=5000, lr=1e-3, con
         history['mse'].append(float(mse.detach().mean()))
         history['lpips'].append(float(lp.detach().mean()))
         history['lr'].append(opt.param_groups[0]['lr'])
+        history['lr_content'].append(opt.param_groups[1]['lr'])
     model.eval()
     return model, history
 
@@ -367,7 +368,7 @@ def rotate(x, degrees):
     """Rotate `[N, C, H, W]` by `degrees` (counter-clockwise) about the centre: nearest sampling, same
     size, outside filled with 0 (mid-grey in [-1, 1]), like the official torchvision call."""
     a = math.radians(float(degrees))
-    theta = torch.tensor([[math.cos(a), math.sin(a), 0.0], [-math.sin(a), math.cos(a), 0.0]], dtype=x.dtype, device=x.device)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta[None].expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode='nearest', padding_mode='zeros', align_corners=False)
 
