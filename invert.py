@@ -220,7 +220,8 @@ def save_png(img, path):
               help='SPHInX: renders with fresh (z+, s) averaged into the result (1 = one random draw, as the official code)')
 @click.option('--interpolate', 'interpolate_with', default=None, metavar='OTHER',
               help='SPHInX: also fit this observation (same size as the targets) and write an interpolation strip')
-@click.option('--attribute', type=click.Choice(['rotate']), default=None, help='SPHInX: learn an attribute walk and write its strip')
+@click.option('--attribute', type=click.Choice(['rotate']), default=None,
+              help='SPHInX: learn an attribute walk from the fit (--steps steps, else 500) and write its strip')
 @click.option('--attribute-fac', default='0,22.5,45', show_default=True, help='SPHInX: attribute factors (rotate: degrees, first 0)')
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone,

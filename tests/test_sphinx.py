@@ -148,6 +148,8 @@ def test_const_input_reproduces_constant_bit_identically(qc):
                                G.synthesis(ws, q=q, noise_mode='const', const_input=const))
         with pytest.raises(AssertionError):
             G.synthesis(ws, const_input=torch.zeros(3, 5, 4, 4))
+    out = sphinx.invert(G, torch.zeros(2, 3, 32, 32), None, None, steps=2, num_draws=2)  # batch: one fit per image
+    assert out.restored.shape == (2, 3, 32, 32) and len(out.models) == 2 and out.q is None
 
 #----------------------------------------------------------------------------
 # The poster's claims, on the tiny generator.
