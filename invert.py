@@ -169,10 +169,15 @@ def sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, spec, seed, 
         frames, alphas = sphinx.attribute_walk(G, trained, alpha, direction, seed=seed)
         save_image(make_grid(to_uint8(rgb(frames.clamp(-1, 1))), (len(frames), 1)),
                    os.path.join(outdir, f'{stem}_walk_{attribute}.png'))
-        np.save(os.path.join(outdir, f'{stem}_walk_{attribute}_alphas.npy'), alphas.numpy())
+        save_npy(alphas.numpy(), os.path.join(outdir, f'{stem}_walk_{attribute}_alphas.npy'))
     if other is not None:
         frames = sphinx.interpolate(G, model, other, seed=seed)
         save_image(make_grid(to_uint8(rgb(frames.clamp(-1, 1))), (len(frames), 1)), os.path.join(outdir, f'{stem}_interp.png'))
+
+
+def save_npy(array, path):
+    with dnnlib.util.atomic_write(path, 'wb') as f:
+        np.save(f, array)
 
 
 def uncertainty_image(u):
@@ -347,9 +352,9 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             redeg = common.degrade(degradation, redeg, true=True)
         save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
         if redeg.ndim == 2:  # measurements (cs:): the vectors as .npy, their back-projections as PNG
-            np.save(os.path.join(outdir, f'{stem}_degraded.npy'), redeg[0].cpu().numpy())
+            save_npy(redeg[0].cpu().numpy(), os.path.join(outdir, f'{stem}_degraded.npy'))
             if synthesize_degradation:
-                np.save(os.path.join(outdir, f'{stem}_observation.npy'), y[0].cpu().numpy())
+                save_npy(y[0].cpu().numpy(), os.path.join(outdir, f'{stem}_observation.npy'))
         save_png(common.to_image_size(degradation, redeg, obs_size), os.path.join(outdir, f'{stem}_degraded.png'))
         panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
         if clean is not None:
