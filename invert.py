@@ -282,6 +282,9 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if not os.path.isfile(interpolate_with):
             raise click.BadParameter(f'{interpolate_with}: file not found', param_hint='--interpolate')
         other_size = observation_size(interpolate_with)
+        if other_size is None:
+            raise click.BadParameter(f'cannot read {interpolate_with} (an image, or a .npy measurement vector with cs:)',
+                                     param_hint='--interpolate')
         for path in files:
             size = observation_size(path)
             if size is not None and size != other_size:

@@ -379,6 +379,7 @@ def test_invert_cli_compressed_sensing(cli_files):
 
 def test_invert_cli_sphinx_bad_input(cli_files, tmp_path):
     np.save(tmp_path / 'short.npy', np.zeros(10, np.float32))
+    (tmp_path / 'broken.png').write_bytes(b'\x89PNG broken')
     base = ['--network', cli_files / 'net.pkl', '--outdir', tmp_path / 'o', '--steps', '1']
     target = ['--target', cli_files / 'targets' / 'a.png']
     cases = [
@@ -389,6 +390,7 @@ def test_invert_cli_sphinx_bad_input(cli_files, tmp_path):
         (target + ['--method', 'sphinx', '--degradation', 'cs:0.1'], 'add --synthesize-degradation'),
         (target + ['--method', 'sphinx', '--interpolate', cli_files / 'other_size.png'], 'same size'),
         (target + ['--method', 'sphinx', '--interpolate', tmp_path / 'missing.png'], 'not found'),
+        (target + ['--method', 'sphinx', '--interpolate', tmp_path / 'broken.png'], 'cannot read'),
         (target + ['--method', 'ngd', '--interpolate', cli_files / 'other.png'], 'only for --method sphinx'),
         (target + ['--method', 'pti', '--attribute', 'rotate'], 'only for --method sphinx'),
         (target + ['--method', 'sphinx', '--attribute', 'rotate', '--attribute-fac', '0'], 'at least two'),
