@@ -338,10 +338,11 @@ def invert(G, target, degradation=None, lpips_module=None, steps=5000, num_draws
     """SPHInX on a batch of observations `target` `[N, ...]` (one fit per image) -> `common.InversionResult`
     with `uncertainty` `[N, 1, R, R]`, `content` (mean S) `[N, C, 4, 4]`, `spread` `[N]` and `models`
     (one `SphinxModel` per image). `restored == degraded` (no q). kwargs: see `fit`."""
+    unknown = sorted(set(kwargs) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f'sphinx.invert() got unexpected keyword arguments: {", ".join(unknown)}')
     if target.ndim == 4:
         common.check_batch(target, degradation)
-    unknown = set(kwargs) - set(DEFAULTS) - {'progress', 'desc'}
-    kwargs = {k: v for k, v in kwargs.items() if k not in unknown}  # other methods' options (e.g. space)
     lpips_module = common.safe_lpips(lpips_module)
     outs, models, history = [], [], {}
     for i in range(target.shape[0]):
