@@ -26,6 +26,7 @@ import time
 
 import click
 import numpy as np
+import PIL.Image
 import torch
 from tqdm import tqdm
 
@@ -35,7 +36,8 @@ from inversion import common
 from inversion import editing
 from inversion import methods
 from inversion import qc as qc_method
-from inversion.operators import parse_degradation
+from inversion import sphinx
+from inversion.operators import load_measurements, measurement_operator, parse_degradation
 from metrics import restoration
 from torch_utils import devices
 from torch_utils import misc
@@ -80,7 +82,6 @@ def summarize_history(history):
 def list_targets(target, degradation, synthesize):
     """Target files: images, or for a measurement operator (cs:) without --synthesize-degradation,
     .npy measurement vectors (a file, or the .npy files of a folder)."""
-    from inversion.operators import load_measurements, measurement_operator
     if measurement_operator(degradation) is None or synthesize:
         return common.list_images(target)
     if os.path.isdir(target):
@@ -102,7 +103,6 @@ def list_targets(target, degradation, synthesize):
 
 def load_observation(path, degradation, size, res, synthesize, device):
     """-> (observation y, clean image or None, notes). ValueError for unreadable files."""
-    from inversion.operators import load_measurements
     if synthesize:
         clean, notes = common.load_target(path, size=res, device=device)
         with torch.no_grad():
@@ -118,7 +118,6 @@ def observation_size(path):
     try:
         if path.lower().endswith('.npy'):
             return (int(np.load(path, mmap_mode='r', allow_pickle=False).shape[-1]),)
-        import PIL.Image
         with PIL.Image.open(path) as img:
             return img.size
     except Exception:  # pylint: disable=broad-except
@@ -128,7 +127,6 @@ def observation_size(path):
 def sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, spec, seed, step_kwargs, attribute, attribute_fac,
                    other):
     """SPHInX's own outputs for one image: the fit (.pt), the attribute walk and the interpolation strips."""
-    from inversion import sphinx
     model = out.models[0]
     sphinx.save_fit(os.path.join(outdir, f'{stem}_sphinx.pt'), model, run=dict(degradation=spec, seed=seed, **step_kwargs),
                     observation=y.detach().cpu())

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import dnnlib
 from . import common
 
 DEFAULTS = dict(steps=5000, lr=1e-3, content_lr=1e-3, noise_lr=1e-3, rampup=0.05, rampdown=0.25, schedule='official',
@@ -233,7 +234,6 @@ def check_generator(G, model):
 
 def save_fit(path, model, **extra):
     """Write the fitted heads, noise maps and settings (`torch.save`, atomic)."""
-    import dnnlib
     with dnnlib.util.atomic_write(path, 'wb') as f:
         torch.save(model.state(extra), f)
 
