@@ -8,10 +8,10 @@ the true operator is applied first (ground truth known).
 Examples:
 
 \b
-  python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
+  python invert.py --network ffhq.pkl --target lowres/ --method ngd --operator sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
-  python invert.py --network ffhq.pkl --target lowres/ --method dgp --degradation sr:4 --dgp-candidates 200 --outdir out
-  python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
+  python invert.py --network ffhq.pkl --target lowres/ --method dgp --operator sr:4 --dgp-candidates 200 --outdir out
+  python invert.py --network ffhq.pkl --target faces/ --method pti --operator inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
   python invert.py --network ffhq.pkl --target xray.png --method sphinx --outdir out \\
       --attribute rotate --attribute-fac 0,22.5,45 --interpolate other_xray.png
@@ -38,10 +38,11 @@ from inversion import methods
 from inversion import qc as qc_method
 from inversion import sphinx
 from inversion.operators import load_measurements, measurement_operator, parse_degradation
+from metrics import provenance
 from metrics import restoration
 from torch_utils import devices
 from torch_utils import misc
-from torch_utils.image_utils import make_grid, save_image, to_uint8
+from torch_utils.image_utils import save_image, save_labelled_grid, to_uint8
 
 #----------------------------------------------------------------------------
 
@@ -134,12 +135,15 @@ def sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, spec, seed, 
         trained, alpha, direction, _ = sphinx.learn_attribute(G, model, y, degradation, lpips_vgg, attribute, attribute_fac,
                                                               steps=step_kwargs.get('steps', 500), seed=seed, progress=True)
         frames, alphas = sphinx.attribute_walk(G, trained, alpha, direction, seed=seed)
-        save_image(make_grid(to_uint8(rgb(frames.clamp(-1, 1))), (len(frames), 1)),
-                   os.path.join(outdir, f'{stem}_walk_{attribute}.png'))
+        save_labelled_grid(to_uint8(rgb(frames.clamp(-1, 1))), os.path.join(outdir, f'{stem}_walk_{attribute}.png'),
+                           grid_size=(len(frames), 1), col_labels=[f'alpha {a:.2f}' for a in alphas.tolist()],
+                           title=f'{stem}: SPHInX {attribute} walk')
         save_npy(alphas.numpy(), os.path.join(outdir, f'{stem}_walk_{attribute}_alphas.npy'))
     if other is not None:
         frames = sphinx.interpolate(G, model, other, seed=seed)
-        save_image(make_grid(to_uint8(rgb(frames.clamp(-1, 1))), (len(frames), 1)), os.path.join(outdir, f'{stem}_interp.png'))
+        save_labelled_grid(to_uint8(rgb(frames.clamp(-1, 1))), os.path.join(outdir, f'{stem}_interp.png'),
+                           grid_size=(len(frames), 1), col_labels=[f't {t:.2f}' for t in np.linspace(0, 1, len(frames))],
+                           title=f'{stem}: SPHInX interpolation')
 
 
 def save_npy(array, path):
@@ -162,16 +166,16 @@ def save_png(img, path):
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', required=True, help='Network pickle / weights file, URL or zoo name')
+@click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--target', required=True, help='Observed image file or folder of images')
 @click.option('--method', type=click.Choice(list(methods.METHODS)), default='ngd', show_default=True, help='Inversion method')
-@click.option('--degradation', 'deg_spec', default='none', show_default=True,
-              help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
+@click.option('--operator', '--degradation', 'deg_spec', default='none', show_default=True, metavar='SPEC',
+              help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
-@click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint (QC method: gives w, q)')
+@click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
-@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed (initial latents, sampled degradations)')
 @click.option('--outdir', required=True, help='Output folder')
 @click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--save-generator', is_flag=True, help='Also save the tuned generator per image (pickle)')
@@ -190,8 +194,8 @@ def save_png(img, path):
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
-@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
-              help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
+@click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
+              help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
 @click.option('--draws', type=click.IntRange(min=1), default=8, show_default=True,
@@ -243,7 +247,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     try:
         degradation = parse_degradation(deg_spec, res, device=device, seed=seed, channels=G.synthesis.img_channels)
     except (ValueError, FileNotFoundError) as err:
-        raise click.BadParameter(str(err), param_hint='--degradation')
+        raise click.BadParameter(str(err), param_hint='--operator')
     if attribute and not getattr(degradation, 'is_image', True):
         raise click.UsageError(f'--attribute needs image observations, not {degradation.name} measurements')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
@@ -267,7 +271,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     encoder = None
     if encoder_path is not None:
         if method != 'qc':
-            print(f'Note: --encoder is only used by --method qc; ignored for {method}')
+            print(f'Note: --encoder initialises only --method qc (pSp / QC-StyleGAN encoders also load from Python with '
+                  f'training.encoders.load_encoder); ignored for {method}')
         else:
             try:
                 encoder = methods.load_encoder(encoder_path, G=G, device=device)
@@ -277,8 +282,11 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
-    lpips = methods.build_lpips_modules([method], random_backbone=(lpips_backbone == 'random'), device=device, extra=['alex'],
-                                        seed=seed)
+    try:
+        lpips_backbone = restoration.check_lpips_backbone(lpips_backbone)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--lpips-backbone')
+    lpips = methods.build_lpips_modules([method], random_backbone=lpips_backbone, device=device, extra=['alex'], seed=seed)
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
     cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
                        draws=draws)
@@ -309,8 +317,14 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                    images={}, skipped={})
     if method == 'dgp':
         summary['dgp_candidates'] = dgp_candidates
+    summary['provenance'] = provenance.build(
+        network=network_spec, network_resolved=legacy.resolve_network_spec(network_spec) if not str(network_spec).startswith('init:') else None,
+        lpips=[lpips['alex'], lpips['vgg']], method=method, seed=seed,
+        settings=dict(step_kwargs, **options, degradation=deg_spec, encoder=None if encoder is None else provenance.file_record(encoder.path),
+                      synthesize_degradation=bool(synthesize_degradation)))
     start = time.time()
-    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
+    show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
+    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):
         stem = os.path.splitext(os.path.basename(path))[0]
         torch.manual_seed(seed)
         try:
@@ -325,7 +339,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = methods.run(method=method, G=G, target=y, degradation=degradation, lpips=lpips, steps=step_kwargs, D=D,
-                          encoder=encoder, seed=seed, progress=True, **options)
+                          encoder=encoder, seed=seed, progress=show_progress, **options)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():
@@ -339,12 +353,15 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                 save_npy(y[0].cpu().numpy(), os.path.join(outdir, f'{stem}_observation.npy'))
         save_png(common.to_image_size(degradation, redeg, obs_size), os.path.join(outdir, f'{stem}_degraded.png'))
         panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
+        labels = ['observation', 'restored', 're-degraded']
         if clean is not None:
             panel.append(clean)
         if 'uncertainty' in out:
             panel.append(uncertainty_image(out.uncertainty))
-        save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
-                   os.path.join(outdir, f'{stem}_panel.png'))
+            labels.append('uncertainty')
+            labels.append('ground truth')
+        save_labelled_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), os.path.join(outdir, f'{stem}_panel.png'),
+                           grid_size=(len(panel), 1), col_labels=labels, title=f'{stem}: {method}, {deg_spec}')
         arrays = dict(ws=out.ws.cpu().numpy())
         if out.q is not None:
             arrays['q'] = out.q.cpu().numpy()
@@ -382,18 +399,24 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                     sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d)
                     rows.append(sharp[:, 0])
                 grid = torch.cat(rows).clamp(-1, 1)
-                save_image(make_grid(to_uint8(rgb(grid)), (3, len(rows))), os.path.join(outdir, f'{stem}_sefa.png'))
+                save_labelled_grid(to_uint8(rgb(grid)), os.path.join(outdir, f'{stem}_sefa.png'), grid_size=(3, len(rows)),
+                                   col_labels=[f'strength {-strength:g}', '0', f'strength +{strength:g}'],
+                                   row_labels=[f'SeFa {k}' for k in range(len(rows))])
             if q_ref is not None:
                 qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
                 imgs = torch.cat([gen(out.ws, q=qq)[:1] for qq in qs]).clamp(-1, 1)
                 save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
-                save_image(make_grid(to_uint8(imgs), (len(imgs), 1)), os.path.join(outdir, f'{stem}_q_interp.png'))
+                save_labelled_grid(to_uint8(imgs), os.path.join(outdir, f'{stem}_q_interp.png'), grid_size=(len(imgs), 1),
+                                   col_labels=[f'q {1 - t:.2f}:{t:.2f}' for t in np.linspace(0, 1, len(imgs))],
+                                   title='q interpolated from this image (left) to --q-from (right)')
         summary['images'][stem] = record
     summary['seconds'] = time.time() - start
     with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     done, skipped = len(summary['images']), len(summary['skipped'])
     print(f'Done: {done} image(s) restored with {method} in {summary["seconds"]:.1f} s; results in {outdir}')
+    for note in summary['provenance']['caveats']:
+        print(f'Note: {note}')
     if skipped:
         print(f'Skipped {skipped} unreadable file(s): ' + ', '.join(summary['skipped']))
     if done == 0:

@@ -25,6 +25,7 @@ import click
 import dnnlib
 import legacy
 from metrics import metric_utils
+from metrics import provenance
 from torch_utils import devices
 from torch_utils import distributed
 from training import presets
@@ -151,8 +152,8 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=int, metavar='INT')
 @click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=int, metavar='INT')
 @click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=float)
-@click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
-@click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
+@click.option('--teacher', help='Frozen source generator for distillation: network pickle or released G_teacher_*.pth.tar state dict [default: the resumed stock network]', metavar='PKL|PTH')
+@click.option('--degradation-preset', '--degradation', 'degradation', help='Degradation preset (name or JSON file) that degrades the real images [default: qc_stylegan_train]', metavar='PRESET')
 @click.option('--qc-ema', help='G_ema during QC fine-tuning: EMA of the last two blocks minus one conv0, rest copied (released), or of everything (full) [default: released]', type=click.Choice(['released', 'full']))
 def main(ctx, outdir, dry_run, **config_kwargs):
     explicit = {name for name in config_kwargs if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
@@ -171,9 +172,29 @@ def main(ctx, outdir, dry_run, **config_kwargs):
     except (UserError, legacy.NetworkLoadError, ValueError) as err:
         raise click.ClickException(str(err))
     try:
-        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run)
+        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run,
+                          options_content=options_with_provenance)
     except (UserError, distributed.LaunchError) as err:
         raise click.ClickException(str(err))
+
+def options_with_provenance(args):
+    """The options file's content: the options plus `provenance` (start network, teacher, detectors, seed)."""
+    spec = args.get('resume_pkl') or args.get('resume_checkpoint')
+    resolved = None
+    if args.get('resume_pkl') and not str(spec).startswith('init:'):
+        try:
+            resolved = legacy.resolve_network_spec(spec)
+        except legacy.NetworkLoadError:
+            pass
+    teacher = (args.get('qc_kwargs') or {}).get('teacher')
+    detectors = []
+    if args.get('metrics'):
+        opts = metric_utils.MetricOptions(device='cpu')
+        detectors = [provenance.detector_record(opts.resolve_detector(url), name=name)
+                     for name, url in metric_utils.DETECTOR_URLS.items()]
+    record = provenance.build(network=spec, network_resolved=resolved, detectors=detectors, method='train',
+                              seed=args.get('random_seed'), teacher=provenance.network_record(teacher) if teacher else None)
+    return dict(args, provenance=record)
 
 #----------------------------------------------------------------------------
 
