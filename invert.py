@@ -356,10 +356,10 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         labels = ['observation', 'restored', 're-degraded']
         if clean is not None:
             panel.append(clean)
+            labels.append('ground truth')
         if 'uncertainty' in out:
             panel.append(uncertainty_image(out.uncertainty))
             labels.append('uncertainty')
-            labels.append('ground truth')
         save_labelled_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), os.path.join(outdir, f'{stem}_panel.png'),
                            grid_size=(len(panel), 1), col_labels=labels, title=f'{stem}: {method}, {deg_spec}')
         arrays = dict(ws=out.ws.cpu().numpy())
