@@ -5,14 +5,21 @@
   - official stylegan2-ada-pytorch / QC-StyleGAN pickles (their networks are rebuilt as this
     project's classes and filled by parameter name; their embedded source is not executed for
     the classes this project knows),
-  - this project's weights-only files (state dicts + JSON constructor arguments), which load with
-    `torch.load(weights_only=True)`: no code from the file is ever executed.
+  - this project's weights-only files: `.pt` (state dicts + JSON constructor arguments, read with
+    `torch.load(weights_only=True)`) and `.safetensors` (tensors + JSON metadata).
+
+Pickles are read through an allow-list (`_SafeUnpickler`): tensors, storages, numpy arrays and
+scalars, `dnnlib.EasyDict`, builtin containers and persistent objects of classes this project
+knows. Anything else a pickle asks to call (`os.system`, `subprocess.run`, `builtins.eval`, ...) and
+persistent classes this project does not know (whose embedded source would have to run) are refused
+with `UntrustedPickleError`, unless the user opted in with `--trust-pickle` / `QCGAN_TRUST_PICKLE=1`.
 
 `load_network(spec)` additionally resolves model-zoo names (`ffhq256`, `afhqcat`, ...), URLs,
 local paths and `init:PRESET` (a freshly initialised network, for demos and tests).
 
 CLI: `python legacy.py --source NET --dest out.pkl` re-saves as a pickle of this project's
-classes; `--dest out.pt` (or `--format weights`) writes the weights-only format.
+classes; `--dest out.pt` (or `--format weights`) and `--dest out.safetensors` write the
+weights-only formats.
 """
 
 import copy
@@ -20,6 +27,8 @@ import io
 import json
 import os
 import pickle
+import struct
+import warnings
 import zipfile
 
 import click
@@ -97,6 +106,9 @@ def init_network(name, seed=0):
 class NetworkLoadError(Exception):
     """A network file or name could not be loaded; the message says why and what to do."""
 
+class UntrustedPickleError(NetworkLoadError):
+    """The file asks to run code that a network file does not need; loading it needs `--trust-pickle`."""
+
 #----------------------------------------------------------------------------
 # Classes this project can rebuild from a pickle's constructor arguments. Later packages add
 # theirs with `register_network_class` (e.g. the QC generator, the augmentation pipe).
@@ -142,13 +154,82 @@ class _PersistentStub:
 class _TFNetworkStub(dnnlib.EasyDict):
     """Stand-in for `dnnlib.tflib.network.Network` objects in TensorFlow pickles."""
 
-class _StubUnpickler(pickle.Unpickler):
+def _storage_from_bytes(data):
+    """Replacement for `torch.storage._load_from_bytes` (which unpickles with `weights_only=False`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch's loader notes ("Detected pickle protocol 4", ...)
+        return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+
+def _numpy_multiarray():
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover
+        from numpy.core import multiarray
+    return multiarray
+
+_SAFE_GLOBALS = {
+    ('collections', 'OrderedDict'): lambda: __import__('collections').OrderedDict,
+    ('builtins', 'set'): lambda: set,
+    ('builtins', 'frozenset'): lambda: frozenset,
+    ('builtins', 'slice'): lambda: slice,
+    ('builtins', 'range'): lambda: range,
+    ('builtins', 'complex'): lambda: complex,
+    ('builtins', 'bytearray'): lambda: bytearray,
+    ('_codecs', 'encode'): lambda: __import__('_codecs').encode,  # bytes in protocol-2 pickles
+    ('dnnlib.util', 'EasyDict'): lambda: dnnlib.EasyDict,
+    ('dnnlib', 'EasyDict'): lambda: dnnlib.EasyDict,
+    ('torch._utils', '_rebuild_tensor'): lambda: torch._utils._rebuild_tensor,
+    ('torch._utils', '_rebuild_tensor_v2'): lambda: torch._utils._rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_parameter'): lambda: torch._utils._rebuild_parameter,
+    ('torch._utils', '_rebuild_parameter_with_state'): lambda: torch._utils._rebuild_parameter_with_state,
+    ('torch._utils', '_rebuild_device_tensor_from_numpy'): lambda: torch._utils._rebuild_device_tensor_from_numpy,
+    ('torch._tensor', '_rebuild_from_type_v2'): lambda: torch._tensor._rebuild_from_type_v2,
+    ('torch.storage', '_load_from_bytes'): lambda: _storage_from_bytes,
+    ('torch', 'Size'): lambda: torch.Size,
+    ('torch', 'device'): lambda: torch.device,
+    ('torch', 'Tensor'): lambda: torch.Tensor,
+    ('torch.nn.parameter', 'Parameter'): lambda: torch.nn.Parameter,
+    ('numpy', 'ndarray'): lambda: np.ndarray,
+    ('numpy', 'dtype'): lambda: np.dtype,
+    ('numpy.core.multiarray', '_reconstruct'): lambda: _numpy_multiarray()._reconstruct,
+    ('numpy._core.multiarray', '_reconstruct'): lambda: _numpy_multiarray()._reconstruct,
+    ('numpy.core.multiarray', 'scalar'): lambda: _numpy_multiarray().scalar,
+    ('numpy._core.multiarray', 'scalar'): lambda: _numpy_multiarray().scalar,
+}
+
+def safe_global(module, name):
+    """The object a pickle global `module.name` stands for, if a network file may legitimately use it, else None."""
+    module = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}.get(module, module)
+    getter = _SAFE_GLOBALS.get((module, name))
+    if getter is not None:
+        return getter()
+    if module == 'torch':  # dtypes (torch.float32, ...) and typed storages (torch.FloatStorage, ...)
+        obj = getattr(torch, name, None)
+        if isinstance(obj, torch.dtype) or (isinstance(obj, type) and name.endswith('Storage')):
+            return obj
+    if module == 'numpy.dtypes' and name.endswith('DType'):
+        return getattr(np.dtypes, name, None)
+    return None
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles what network files hold and refuses every other global (unless the user trusts the file).
+
+    Persistent objects become `_PersistentStub`s (their embedded source is not executed here).
+    """
     def find_class(self, module, name):
         if module == 'torch_utils.persistence' and name == '_reconstruct_persistent_obj':
             return _PersistentStub
         if module == 'dnnlib.tflib.network' and name == 'Network':
             return _TFNetworkStub
-        return super().find_class(module, name)
+        obj = safe_global(module, name)
+        if obj is not None:
+            return obj
+        if dnnlib.util.trust_pickle_enabled():
+            return super().find_class(module, name)
+        raise UntrustedPickleError(f'refusing to load: the pickle calls {module}.{name}, which a network file does not '
+                                   f'need (it may run arbitrary code); {dnnlib.util.TRUST_HINT}')
+
+_StubUnpickler = _SafeUnpickler  # former name
 
 def _tensors_of(obj, prefix=''):
     """Flatten the parameters and buffers of a stub (or a plain module holding stubs) by dotted name."""
@@ -165,13 +246,17 @@ def _tensors_of(obj, prefix=''):
 
 def _materialize(obj):
     """Turn stubs into real modules: known classes are rebuilt from this project's code, unknown
-    ones by executing the source embedded in the pickle (as a plain pickle.load would)."""
+    ones (only with the user's opt-in) by executing the source embedded in the pickle."""
     if isinstance(obj, _PersistentStub):
         state = obj.state
         init_args = state.get('_init_args', ())
         init_kwargs = state.get('_init_kwargs', {})
         cls = _resolve_class(obj.class_name, init_args, init_kwargs)
         if cls is None:
+            if not dnnlib.util.trust_pickle_enabled():
+                raise UntrustedPickleError(f'refusing to load: the pickle holds a {obj.class_name!r} object whose class '
+                                           f'this project does not know; loading it would run the Python source '
+                                           f'embedded in the file; {dnnlib.util.TRUST_HINT}')
             meta = dict(obj.meta)
             meta['state'] = {key: _materialize(value) for key, value in state.items()}
             return persistence._reconstruct_persistent_obj(meta)
@@ -225,6 +310,8 @@ def load_network_pkl(f, force_fp16=False):
         raise NetworkLoadError('the file is empty')
     if data[:4] == b'PK\x03\x04' and _is_weights_file(data):
         result = _load_weights(data)
+    elif _is_safetensors(data):
+        result = _load_safetensors(data)
     else:
         result = _load_pickle(data)
 
@@ -242,7 +329,11 @@ def load_network_pkl(f, force_fp16=False):
 
 def _load_pickle(data):
     try:
-        obj = _StubUnpickler(io.BytesIO(data)).load()
+        obj = _SafeUnpickler(io.BytesIO(data)).load()
+    except UntrustedPickleError:
+        raise
+    except dnnlib.util.UntrustedFileError as err:
+        raise UntrustedPickleError(str(err)) from err
     except (EOFError, pickle.UnpicklingError, ValueError, IndexError, KeyError, TypeError) as err:
         raise NetworkLoadError(f'not a readable network pickle ({type(err).__name__}: {err}); '
                                f'the file may be truncated: download or copy it again') from err
@@ -255,7 +346,10 @@ def _load_pickle(data):
                                'stylegan2-ada-pytorch legacy.py first, then load the result here')
     if not isinstance(obj, dict):
         raise NetworkLoadError(f'unrecognised pickle content ({type(obj).__name__}); expected a dict with G, D and G_ema')
-    return _materialize(obj)
+    try:
+        return _materialize(obj)
+    except dnnlib.util.UntrustedFileError as err:
+        raise UntrustedPickleError(str(err)) from err
 
 def _force_fp16(result):
     result = dict(result)
@@ -274,7 +368,10 @@ def _force_fp16(result):
     return result
 
 #----------------------------------------------------------------------------
-# Weights-only format: a torch zip file holding plain dicts, strings and tensors only.
+# Weights-only formats: nothing in the file is code.
+#   .pt:          a torch zip file of plain dicts, strings and tensors (read with weights_only=True).
+#   .safetensors: tensors named "<key>.<param>", plus the JSON metadata entry "qcgan" holding the format
+#                 marker, each network's class and constructor arguments, and JSON-able extras.
 
 def _class_path(module):
     """Dotted path of the class this project uses for `module` (never an `_imported_module_*`)."""
@@ -291,8 +388,8 @@ def _json_default(obj):
         return obj.tolist()
     raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
 
-def save_weights(data, path):
-    """Write `{G, D, G_ema, ...}` (networks and JSON-able extras) in the weights-only format, atomically."""
+def _split_for_weights(data):
+    """`(modules, extras)`: per network its class, JSON constructor arguments and tensors; other JSON-able entries."""
     modules = dict()
     extras = dict()
     for key, value in data.items():
@@ -301,14 +398,41 @@ def save_weights(data, path):
                 class_name=_class_path(value),
                 init_args_json=json.dumps(list(value.init_args), default=_json_default),
                 init_kwargs_json=json.dumps(dict(value.init_kwargs), default=_json_default),
-                state_dict={name: tensor.detach().cpu().clone() for name, tensor in misc.named_params_and_buffers(value)},
+                state_dict={name: tensor.detach().cpu().clone().contiguous() for name, tensor in misc.named_params_and_buffers(value)},
             )
         elif value is not None:
             extras[key] = value
+    return modules, extras
+
+def save_weights(data, path):
+    """Write `{G, D, G_ema, ...}` (networks and JSON-able extras) in a weights-only format, atomically:
+    `.safetensors` if `path` ends so, else the torch zip (`.pt`) format."""
+    if os.fspath(path).lower().endswith('.safetensors'):
+        save_safetensors(data, path)
+        return
+    modules, extras = _split_for_weights(data)
     payload = dict(format=_WEIGHTS_FORMAT, format_version=_WEIGHTS_VERSION, modules=modules,
                    extras_json=json.dumps(extras, default=_json_default))
     with dnnlib.util.atomic_write(path, 'wb') as f:
         torch.save(payload, f)
+
+def save_safetensors(data, path):
+    """Write `{G, D, G_ema, ...}` as a `.safetensors` file (tensors + JSON metadata), atomically."""
+    import safetensors.torch  # pylint: disable=import-outside-toplevel
+    modules, extras = _split_for_weights(data)
+    tensors = dict()
+    meta_modules = dict()
+    for key, entry in modules.items():
+        if '.' in key:
+            raise ValueError(f'cannot save entry "{key}" in .safetensors: entry names must not contain dots')
+        for name, tensor in entry.pop('state_dict').items():
+            tensors[f'{key}.{name}'] = tensor
+        meta_modules[key] = entry
+    meta = dict(format=_WEIGHTS_FORMAT, format_version=_WEIGHTS_VERSION, modules=meta_modules,
+                extras_json=json.dumps(extras, default=_json_default))
+    blob = safetensors.torch.save(tensors, metadata={'qcgan': json.dumps(meta)})
+    with dnnlib.util.atomic_write(path, 'wb') as f:
+        f.write(blob)
 
 def _is_weights_file(data):
     try:
@@ -317,31 +441,80 @@ def _is_weights_file(data):
     except zipfile.BadZipFile:
         return False
 
-def _load_weights(data):
+def _safetensors_header(data):
+    """The JSON header of a .safetensors blob, or None if `data` is not one."""
+    if len(data) < 10 or data[8:9] != b'{':
+        return None
+    (size,) = struct.unpack('<Q', data[:8])
+    if size > len(data) - 8:
+        return None
     try:
-        payload = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-    except Exception as err:
-        raise NetworkLoadError(f'not a readable weights file ({type(err).__name__}: {err}); '
-                               f'the file may be truncated: download or copy it again') from err
-    if not isinstance(payload, dict) or payload.get('format') != _WEIGHTS_FORMAT:
-        raise NetworkLoadError('this torch file is not a qcgan weights-only file (no "format" marker)')
-    if payload.get('format_version', 0) > _WEIGHTS_VERSION:
-        raise NetworkLoadError(f'weights file version {payload["format_version"]} is newer than this code '
-                               f'(reads {_WEIGHTS_VERSION}); update qcgan')
-    result = json.loads(payload.get('extras_json', '{}'))
-    if isinstance(result.get('training_set_kwargs'), dict):
-        result['training_set_kwargs'] = dnnlib.EasyDict(result['training_set_kwargs'])
-    for key, entry in payload['modules'].items():
-        class_name = entry['class_name'].rsplit('.', 1)[-1]
+        header = json.loads(data[8:8 + size].decode('utf-8'))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return header if isinstance(header, dict) else None
+
+def _is_safetensors(data):
+    return _safetensors_header(data) is not None
+
+def _build_networks(result, modules, tensors_of):
+    for key, entry in modules.items():
+        class_name = str(entry['class_name']).rsplit('.', 1)[-1]
         init_args = json.loads(entry['init_args_json'])
         init_kwargs = json.loads(entry['init_kwargs_json'])
         cls = _resolve_class(class_name, init_args, init_kwargs)
         if cls is None:
             raise NetworkLoadError(f'weights file entry "{key}" has unknown class {entry["class_name"]}')
         module = cls(*init_args, **init_kwargs)
-        _load_tensors(module, entry['state_dict'], key)
+        _load_tensors(module, tensors_of(key), key)
         result[key] = module.eval().requires_grad_(False)
     return result
+
+def _extras(extras_json):
+    result = json.loads(extras_json or '{}')
+    if isinstance(result.get('training_set_kwargs'), dict):
+        result['training_set_kwargs'] = dnnlib.EasyDict(result['training_set_kwargs'])
+    return result
+
+def _load_weights(data):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # torch's loader notes never reach the user
+            payload = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+    except Exception as err:
+        reason = ' '.join(str(err).split())[:200]
+        raise NetworkLoadError(f'not a readable weights file ({type(err).__name__}: {reason}); '
+                               f'the file may be truncated: download or copy it again') from err
+    if not isinstance(payload, dict) or payload.get('format') != _WEIGHTS_FORMAT:
+        raise NetworkLoadError('this torch file is not a qcgan weights-only file (no "format" marker)')
+    if payload.get('format_version', 0) > _WEIGHTS_VERSION:
+        raise NetworkLoadError(f'weights file version {payload["format_version"]} is newer than this code '
+                               f'(reads {_WEIGHTS_VERSION}); update qcgan')
+    result = _extras(payload.get('extras_json'))
+    return _build_networks(result, payload['modules'], lambda key: payload['modules'][key]['state_dict'])
+
+def _load_safetensors(data):
+    import safetensors.torch  # pylint: disable=import-outside-toplevel
+    header = _safetensors_header(data)
+    try:
+        meta = json.loads((header.get('__metadata__') or {}).get('qcgan', ''))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get('format') != _WEIGHTS_FORMAT:
+        raise NetworkLoadError('this .safetensors file holds no qcgan network metadata; write it with '
+                               'legacy.py --dest NAME.safetensors')
+    if meta.get('format_version', 0) > _WEIGHTS_VERSION:
+        raise NetworkLoadError(f'weights file version {meta["format_version"]} is newer than this code '
+                               f'(reads {_WEIGHTS_VERSION}); update qcgan')
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as err:  # pylint: disable=broad-except
+        raise NetworkLoadError(f'not a readable .safetensors file ({type(err).__name__}: {err}); '
+                               f'the file may be truncated: download or copy it again') from err
+    def tensors_of(key):
+        prefix = key + '.'
+        return {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+    return _build_networks(_extras(meta.get('extras_json')), meta['modules'], tensors_of)
 
 #----------------------------------------------------------------------------
 
@@ -372,7 +545,7 @@ def load_network(spec, device=None, force_fp16=False, verbose=True):
             with dnnlib.util.open_url(url, verbose=verbose) as f:
                 result = load_network_pkl(f, force_fp16=force_fp16)
         except NetworkLoadError as err:
-            raise NetworkLoadError(f'{spec}: {err}') from err
+            raise type(err)(f'{spec}: {err}') from err
     if device is not None:
         for key, value in result.items():
             if isinstance(value, torch.nn.Module):
@@ -406,17 +579,23 @@ def save_network_pkl(data, path):
 
 @click.command()
 @click.option('--source', help='Input network: path, URL, zoo name or init:PRESET', required=True, metavar='PATH')
-@click.option('--dest', help='Output file (.pkl pickle, or .pt/.pth weights-only)', required=True, metavar='PATH')
+@click.option('--dest', help='Output file (.pkl pickle, or .pt/.pth/.safetensors weights-only)', required=True, metavar='PATH')
 @click.option('--format', 'fmt', help='Output format (default: from the --dest extension)', type=click.Choice(['auto', 'pkl', 'weights']), default='auto', show_default=True)
 @click.option('--force-fp16', help='Rebuild with num_fp16_res=4, conv_clamp=256', is_flag=True)
+@click.option('--trust-pickle', help='Allow code from --source to run (custom classes); only for files you trust', is_flag=True, expose_value=False, callback=dnnlib.util.click_trust_pickle)
 def convert_network_pickle(source, dest, fmt, force_fp16):
     """Convert a network file to this project's classes (pickle) or to the weights-only format.
 
     \b
     Examples:
     python legacy.py --source ffhq256 --dest ffhq256.pt
+    python legacy.py --source ffhq256 --dest ffhq256.safetensors
     python legacy.py --source official-snapshot.pkl --dest converted.pkl
     """
+    try:
+        dnnlib.util.check_output_path(dest, '--dest')
+    except OSError as err:
+        raise click.ClickException(str(err))
     if fmt == 'auto':
         fmt = 'weights' if os.path.splitext(dest)[1].lower() in ['.pt', '.pth', '.safetensors'] else 'pkl'
     try:
@@ -425,10 +604,15 @@ def convert_network_pickle(source, dest, fmt, force_fp16):
     except (NetworkLoadError, OSError) as err:
         raise click.ClickException(str(err))
     print(f'Saving "{dest}" ({fmt})...')
-    if fmt == 'weights':
-        save_weights(data, dest)
-    else:
-        save_network_pkl(data, dest)
+    try:
+        if fmt == 'weights':
+            save_weights(data, dest)
+        else:
+            save_network_pkl(data, dest)
+    except OSError as err:
+        raise click.ClickException(f'cannot write --dest "{dest}": {dnnlib.util.describe_os_error(err)}')
+    except ValueError as err:
+        raise click.ClickException(f'cannot write --dest "{dest}": {err}')
     print('Done.')
 
 if __name__ == '__main__':
