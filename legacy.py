@@ -38,6 +38,7 @@ import torch
 import dnnlib
 from torch_utils import misc
 from torch_utils import persistence
+from torch_utils import safe_pickle
 
 #----------------------------------------------------------------------------
 # Model zoo: short names usable wherever a network is taken.
@@ -154,80 +155,16 @@ class _PersistentStub:
 class _TFNetworkStub(dnnlib.EasyDict):
     """Stand-in for `dnnlib.tflib.network.Network` objects in TensorFlow pickles."""
 
-def _storage_from_bytes(data):
-    """Replacement for `torch.storage._load_from_bytes` (which unpickles with `weights_only=False`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # torch's loader notes ("Detected pickle protocol 4", ...)
-        return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-
-def _numpy_multiarray():
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover
-        from numpy.core import multiarray
-    return multiarray
-
-_SAFE_GLOBALS = {
-    ('collections', 'OrderedDict'): lambda: __import__('collections').OrderedDict,
-    ('builtins', 'set'): lambda: set,
-    ('builtins', 'frozenset'): lambda: frozenset,
-    ('builtins', 'slice'): lambda: slice,
-    ('builtins', 'range'): lambda: range,
-    ('builtins', 'complex'): lambda: complex,
-    ('builtins', 'bytearray'): lambda: bytearray,
-    ('_codecs', 'encode'): lambda: __import__('_codecs').encode,  # bytes in protocol-2 pickles
-    ('dnnlib.util', 'EasyDict'): lambda: dnnlib.EasyDict,
-    ('dnnlib', 'EasyDict'): lambda: dnnlib.EasyDict,
-    ('torch._utils', '_rebuild_tensor'): lambda: torch._utils._rebuild_tensor,
-    ('torch._utils', '_rebuild_tensor_v2'): lambda: torch._utils._rebuild_tensor_v2,
-    ('torch._utils', '_rebuild_parameter'): lambda: torch._utils._rebuild_parameter,
-    ('torch._utils', '_rebuild_parameter_with_state'): lambda: torch._utils._rebuild_parameter_with_state,
-    ('torch._utils', '_rebuild_device_tensor_from_numpy'): lambda: torch._utils._rebuild_device_tensor_from_numpy,
-    ('torch._tensor', '_rebuild_from_type_v2'): lambda: torch._tensor._rebuild_from_type_v2,
-    ('torch.storage', '_load_from_bytes'): lambda: _storage_from_bytes,
-    ('torch', 'Size'): lambda: torch.Size,
-    ('torch', 'device'): lambda: torch.device,
-    ('torch', 'Tensor'): lambda: torch.Tensor,
-    ('torch.nn.parameter', 'Parameter'): lambda: torch.nn.Parameter,
-    ('numpy', 'ndarray'): lambda: np.ndarray,
-    ('numpy', 'dtype'): lambda: np.dtype,
-    ('numpy.core.multiarray', '_reconstruct'): lambda: _numpy_multiarray()._reconstruct,
-    ('numpy._core.multiarray', '_reconstruct'): lambda: _numpy_multiarray()._reconstruct,
-    ('numpy.core.multiarray', 'scalar'): lambda: _numpy_multiarray().scalar,
-    ('numpy._core.multiarray', 'scalar'): lambda: _numpy_multiarray().scalar,
-}
-
-def safe_global(module, name):
-    """The object a pickle global `module.name` stands for, if a network file may legitimately use it, else None."""
-    module = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}.get(module, module)
-    getter = _SAFE_GLOBALS.get((module, name))
-    if getter is not None:
-        return getter()
-    if module == 'torch':  # dtypes (torch.float32, ...) and typed storages (torch.FloatStorage, ...)
-        obj = getattr(torch, name, None)
-        if isinstance(obj, torch.dtype) or (isinstance(obj, type) and name.endswith('Storage')):
-            return obj
-    if module == 'numpy.dtypes' and name.endswith('DType'):
-        return getattr(np.dtypes, name, None)
-    return None
-
-class _SafeUnpickler(pickle.Unpickler):
+class _SafeUnpickler(safe_pickle.RestrictedUnpickler):
     """Unpickles what network files hold and refuses every other global (unless the user trusts the file).
 
     Persistent objects become `_PersistentStub`s (their embedded source is not executed here).
     """
-    def find_class(self, module, name):
-        if module == 'torch_utils.persistence' and name == '_reconstruct_persistent_obj':
-            return _PersistentStub
-        if module == 'dnnlib.tflib.network' and name == 'Network':
-            return _TFNetworkStub
-        obj = safe_global(module, name)
-        if obj is not None:
-            return obj
-        if dnnlib.util.trust_pickle_enabled():
-            return super().find_class(module, name)
-        raise UntrustedPickleError(f'refusing to load: the pickle calls {module}.{name}, which a network file does not '
-                                   f'need (it may run arbitrary code); {dnnlib.util.TRUST_HINT}')
+    what = 'a network file'
+    extra_globals = {
+        ('torch_utils.persistence', '_reconstruct_persistent_obj'): _PersistentStub,
+        ('dnnlib.tflib.network', 'Network'): _TFNetworkStub,
+    }
 
 _StubUnpickler = _SafeUnpickler  # former name
 
@@ -330,8 +267,6 @@ def load_network_pkl(f, force_fp16=False):
 def _load_pickle(data):
     try:
         obj = _SafeUnpickler(io.BytesIO(data)).load()
-    except UntrustedPickleError:
-        raise
     except dnnlib.util.UntrustedFileError as err:
         raise UntrustedPickleError(str(err)) from err
     except (EOFError, pickle.UnpicklingError, ValueError, IndexError, KeyError, TypeError) as err:

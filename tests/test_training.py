@@ -115,7 +115,8 @@ class NaNLoss:
     def state_dict(self):
         return self.inner.state_dict()
 
-def test_divergence_stops_without_writing_a_bad_snapshot(faces16, tmp_path):
+def test_divergence_stops_without_writing_a_bad_snapshot(faces16, tmp_path, monkeypatch):
+    monkeypatch.setenv('QCGAN_TRUST_PICKLE', '1')  # the loss class lives in this test module, not in training/
     args = loop_kwargs(faces16, tmp_path / 'nan', aug='noaug')
     args.loss_kwargs.class_name = 'test_training.NaNLoss'
     with pytest.raises(training_loop.TrainingDiverged, match='non-finite'):
