@@ -24,6 +24,7 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from inversion import common
 from torch_utils import misc
 from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8
@@ -136,6 +137,8 @@ def save_png(img, path):
               help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
+@cli.trust_pickle_option
+@cli.os_errors_as_one_line
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone,
          compile_synthesis=False):
@@ -149,8 +152,17 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
+    if encoder_path is not None and method != 'qc':
+        raise click.UsageError(f'--encoder is only used by --method qc, not by --method {method}: drop --encoder or use --method qc')
+    try:
+        dnnlib.util.check_output_dir(outdir, '--outdir')
+    except OSError as err:
+        raise click.BadParameter(err.strerror, param_hint='--outdir')
     common.compile_synthesis(compile_synthesis)
-    data = legacy.load_network(network_spec, device=device)
+    try:
+        data = legacy.load_network(network_spec, device=device)
+    except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
+        raise click.ClickException(f'--network: {err}'.splitlines()[0])
     G = data['G_ema'].eval()
     D = data.get('D')
     is_qc = misc.is_qc(G)
@@ -172,9 +184,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         raise click.BadParameter(str(err), param_hint='--target')
     encoder = None
     if encoder_path is not None:
-        if method != 'qc':
-            print(f'Note: --encoder is only used by --method qc; ignored for {method}')
-        else:
+        if method == 'qc':
             from training.encoders import load_encoder
             try:  # EncoderError is a ValueError: another network's checkpoint, unreadable file, ...
                 encoder = load_encoder(encoder_path, G=G, device=device)
@@ -185,8 +195,11 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
     random_backbone = lpips_backbone == 'random'
-    lpips_alex = build_lpips('alex', random_backbone).to(device)
-    lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in ('ngd', 'pti') else None
+    try:
+        lpips_alex = build_lpips('alex', random_backbone).to(device)
+        lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in ('ngd', 'pti') else None
+    except (dnnlib.DownloadError, ImportError) as err:
+        raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
     os.makedirs(outdir, exist_ok=True)
 
     q_ref = None

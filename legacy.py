@@ -453,6 +453,41 @@ def _load_safetensors(data):
 
 #----------------------------------------------------------------------------
 
+def check_network_file(spec, what='--network'):
+    """Cheap check, without building anything or running code, that `spec` (a resolved path or URL)
+    looks like a network file this loader reads: a pickle holding a G_ema entry and only globals it
+    accepts, a qcgan weights file or a qcgan .safetensors file. URLs are not fetched (they are checked
+    when loaded). Raises NetworkLoadError / UntrustedPickleError with one line."""
+    spec = str(spec)
+    if dnnlib.util.is_url(spec) and not spec.lower().startswith('file://'):
+        return
+    path = dnnlib.util._file_url_to_path(spec) if spec.lower().startswith('file://') else spec  # pylint: disable=protected-access
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as err:
+        raise NetworkLoadError(f'{what} "{spec}": cannot read it ({dnnlib.util.describe_os_error(err)})') from None
+    if len(data) == 0:
+        raise NetworkLoadError(f'{what} "{spec}": the file is empty')
+    if data[:4] == b'PK\x03\x04':
+        if not _is_weights_file(data):
+            raise NetworkLoadError(f'{what} "{spec}": a zip file, not a network file (a dataset?)')
+        return
+    if _is_safetensors(data):
+        return
+    if data[:1] != b'\x80':
+        raise NetworkLoadError(f'{what} "{spec}": not a network file (neither a pickle, a .pt weights file nor a .safetensors file)')
+    try:
+        obj = _SafeUnpickler(io.BytesIO(data)).load()  # stubs only: no network is built, no embedded source runs
+    except dnnlib.util.UntrustedFileError as err:
+        raise UntrustedPickleError(f'{what} "{spec}": {err}') from None
+    except Exception as err:  # pylint: disable=broad-except
+        reason = ' '.join(str(err).split())[:200]
+        raise NetworkLoadError(f'{what} "{spec}": not a readable network pickle ({type(err).__name__}: {reason}); '
+                               f'the file may be truncated: download or copy it again') from None
+    if not isinstance(obj, dict) or 'G_ema' not in obj:
+        raise NetworkLoadError(f'{what} "{spec}": this pickle holds no G_ema network; is it a network snapshot?')
+
 def resolve_network_spec(spec):
     """Map a zoo name to its URL; pass paths and URLs through. Raises NetworkLoadError for unknown names."""
     spec = str(spec)
@@ -530,7 +565,7 @@ def convert_network_pickle(source, dest, fmt, force_fp16):
     try:
         dnnlib.util.check_output_path(dest, '--dest')
     except OSError as err:
-        raise click.ClickException(str(err))
+        raise click.ClickException(err.strerror or str(err))
     if fmt == 'auto':
         fmt = 'weights' if os.path.splitext(dest)[1].lower() in ['.pt', '.pth', '.safetensors'] else 'pkl'
     try:

@@ -19,12 +19,15 @@ Examples:
 import copy
 import json
 import os
+import shutil
+import sys
 
 import click
 import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from torch_utils import custom_ops
 from torch_utils import distributed
 from torch_utils import image_utils
@@ -192,8 +195,8 @@ def setup_training_loop_kwargs(
         args.D_kwargs.architecture = 'orig'  # disable residual skip connections
 
     if gamma is not None:
-        if gamma < 0:
-            raise UserError('--gamma must be non-negative')
+        if not (0 <= gamma < float('inf')):
+            raise UserError(f'--gamma must be a non-negative number, got {gamma}')
         desc += f'-gamma{gamma:g}'
         args.loss_kwargs.r1_gamma = gamma
 
@@ -296,6 +299,10 @@ def setup_training_loop_kwargs(
         q_dim = 16 if q_dim is None else q_dim
         if q_dim < 1:
             raise UserError('--q-dim must be at least 1')
+        if qc_blocks is not None and qc_blocks < 1:
+            raise UserError(f'--qc-blocks must be at least 1, got {qc_blocks}')
+        if kd_weight is not None and not (0 <= kd_weight < float('inf')):
+            raise UserError(f'--kd-weight must be a non-negative number, got {kd_weight}')
         args.qc_kwargs = dnnlib.EasyDict(q_dim=q_dim, qc_blocks=2 if qc_blocks is None else qc_blocks, degrad_width=16, degrad_layers=3,
                                          train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher)
         if args.qc_kwargs.train_blocks < args.qc_kwargs.qc_blocks:
@@ -398,6 +405,10 @@ def exact_resume_args(ckpt_path, cli, explicit):
             args.device_type = image_utils.parse_device(cli['device']).type
         except ValueError as err:
             raise UserError(str(err)) from err
+    try:
+        training_loop.check_class_names(args, ckpt_path)
+    except (dnnlib.util.UntrustedFileError, ImportError) as err:
+        raise UserError(str(err)) from err
     args.pop('resume_pkl', None)
     args.resume_checkpoint = os.path.abspath(ckpt_path)
     return args
@@ -417,7 +428,7 @@ class CommaSeparatedList(click.ParamType):
 # General options.
 @click.option('--outdir', help='Where to save the results', required=True, metavar='DIR')
 @click.option('--gpus', help='Number of processes: GPUs, or CPU processes with --device cpu [default: 1]', type=int, metavar='INT')
-@click.option('--snap', help='Snapshot interval [default: 50 ticks]', type=int, metavar='INT')
+@click.option('--snap', help='Snapshot interval [default: 50 ticks]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--metrics', help='Comma-separated list or "none" [default: none]', type=CommaSeparatedList())
 @click.option('--seed', help='Random seed [default: 0]', type=int, metavar='INT')
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
@@ -429,31 +440,32 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--mirror', help='Enable dataset x-flips [default: false]', type=bool, metavar='BOOL')
 # Base config.
 @click.option('--cfg', help='Base config [default: auto]', type=click.Choice(list(CFG_SPECS)))
-@click.option('--gamma', help='Override R1 gamma', type=float)
-@click.option('--kimg', help='Override training duration', type=int, metavar='INT')
-@click.option('--batch', help='Override batch size', type=int, metavar='INT')
+@click.option('--gamma', help='Override R1 gamma', type=cli.FiniteFloat(min=0))
+@click.option('--kimg', help='Override training duration', type=click.IntRange(min=1), metavar='INT')
+@click.option('--batch', help='Override batch size', type=click.IntRange(min=1), metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
-@click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
-@click.option('--target', help='ADA target value for --aug=ada', type=float)
+@click.option('--p', help='Augmentation probability for --aug=fixed', type=cli.FiniteFloat(min=0, max=1))
+@click.option('--target', help='ADA target value for --aug=ada', type=cli.FiniteFloat(min=0, max=1))
 @click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(AUGPIPES))
 # Transfer learning and resume.
 @click.option('--resume', help='Network pickle/URL/zoo name to start from, or a checkpoint.pt to continue exactly', metavar='PKL')
-@click.option('--freezed', help='Freeze-D [default: 0 layers]', type=int, metavar='INT')
+@click.option('--freezed', help='Freeze-D [default: 0 layers]', type=click.IntRange(min=0), metavar='INT')
 # Performance options.
 @click.option('--fp32', help='Disable mixed-precision training', type=bool, metavar='BOOL')
 @click.option('--nhwc', help='Use NHWC memory format with FP16', type=bool, metavar='BOOL')
 @click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, metavar='BOOL')
-@click.option('--workers', help='Override number of DataLoader workers', type=int, metavar='INT')
+@click.option('--workers', help='Override number of DataLoader workers', type=click.IntRange(min=0), metavar='INT')
 # QC-StyleGAN.
 @click.option('--qc', help='Fine-tune --resume into a quality-controllable QC-StyleGAN', is_flag=True, default=None)
-@click.option('--q-dim', help='Quality code size D_q [default: 16]', type=int, metavar='INT')
-@click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=int, metavar='INT')
-@click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=int, metavar='INT')
-@click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=float)
+@click.option('--q-dim', help='Quality code size D_q [default: 16]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=cli.FiniteFloat(min=0))
 @click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
 @click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
+@cli.trust_pickle_option
 def main(ctx, outdir, dry_run, **config_kwargs):
     from training import training_loop
     torchrun = distributed.started_by_torchrun()
@@ -466,45 +478,80 @@ def main(ctx, outdir, dry_run, **config_kwargs):
         explicit.add('gpus')
 
     try:
+        if not dry_run:
+            dnnlib.util.check_output_dir(outdir, '--outdir')
         resume = config_kwargs.get('resume')
         if resume is not None and training_loop.is_checkpoint_file(resume):
             args = exact_resume_args(resume, config_kwargs, explicit)
-            desc = os.path.basename(os.path.dirname(os.path.abspath(resume))).split('-', 1)[-1] + '-continued'
+            desc = continued_desc(resume)
         else:
             desc, args = setup_training_loop_kwargs(**config_kwargs)
-            if resume is not None and resume not in RESUME_SPECS:
-                legacy.resolve_network_spec(resume)  # fail early on unknown names or missing files
-    except (UserError, legacy.NetworkLoadError, ValueError) as err:
-        raise click.ClickException(str(err))
+            for what, spec in [('--resume', resume), ('--teacher', (args.get('qc_kwargs') or {}).get('teacher'))]:
+                if spec is not None and spec not in RESUME_SPECS:
+                    legacy.check_network_file(legacy.resolve_network_spec(spec), what)  # fail before making a run folder
+    except (UserError, legacy.NetworkLoadError, ValueError, OSError) as err:
+        raise click.ClickException(err.strerror if isinstance(err, OSError) and err.filename is None and err.strerror else str(err))
 
     if torchrun:
         _run_torchrun(args, outdir, desc, dry_run)
         return
 
-    args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
-    print_options(args, desc)
     if dry_run:
+        args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
+        print_options(args, desc)
         print('Dry run; exiting.')
         return
 
-    print('Creating output directory...')
-    os.makedirs(args.run_dir)
-    with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
-        json.dump(args, f, indent=2)
-
-    print('Launching processes...')
     try:
+        args.run_dir = dnnlib.util.make_run_dir(outdir, desc)  # atomic: concurrent runs get distinct folders
+    except OSError as err:
+        raise click.ClickException(f'--outdir "{outdir}": cannot create a run folder: {dnnlib.util.describe_os_error(err)}')
+    print_options(args, desc)
+    print(f'Created output directory {args.run_dir}')
+    try:
+        with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
+            json.dump(args, f, indent=2)
+        print('Launching processes...')
         distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
-    except (UserError, distributed.LaunchError) as err:
-        raise click.ClickException(str(err))
+    except (UserError, distributed.LaunchError, OSError) as err:
+        remove_unused_run_dir(args.run_dir)
+        raise click.ClickException(str(err) if not isinstance(err, OSError) else f'{args.run_dir}: {dnnlib.util.describe_os_error(err)}')
+    except BaseException:
+        remove_unused_run_dir(args.run_dir)
+        raise
+
+# Files a run writes before its first tick; a run folder holding nothing else produced no results.
+_SETUP_FILES = {'training_options.json', 'log.txt'}
+
+def remove_unused_run_dir(run_dir):
+    """Delete the run folder of a run that failed to start (nothing in it but setup files), so that a
+    failed start leaves no empty run folder behind. Folders with results are kept."""
+    try:
+        names = [n for n in os.listdir(run_dir) if not n.endswith('.tmp')]
+    except OSError:
+        return
+    if set(names) <= _SETUP_FILES:
+        logger = sys.stdout
+        if isinstance(logger, dnnlib.util.Logger) and logger.file is not None and \
+                os.path.dirname(os.path.abspath(logger.file.name)) == os.path.abspath(run_dir):
+            logger.close()  # the single-process run logged to this folder's log.txt
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f'Removed the unused run folder {run_dir}')
+
+def continued_desc(ckpt_path):
+    """Run description for continuing the run that wrote `ckpt_path`: `<desc>-continued`, never
+    `-continued-continued` when a continued run is continued again (its number already orders it)."""
+    desc = os.path.basename(os.path.dirname(os.path.abspath(ckpt_path))).split('-', 1)[-1]
+    while desc.endswith('-continued'):
+        desc = desc[:-len('-continued')]
+    return desc + '-continued'
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process already exists; rank 0 picks the run directory."""
     def choose_run_dir():
-        run_dir = dnnlib.util.next_run_dir(outdir, desc)
-        if not dry_run:
-            os.makedirs(run_dir)
-        return run_dir
+        if dry_run:
+            return dnnlib.util.next_run_dir(outdir, desc)
+        return dnnlib.util.make_run_dir(outdir, desc)
     rank, local_rank, args.run_dir = distributed.torchrun_setup(args.num_gpus, args.device_type, choose_run_dir)
     if rank == 0:
         print_options(args, desc)
