@@ -376,7 +376,10 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
 @click.option('--channels', type=click.Choice(['1', '3']), help='Output channels [default: the data\'s own; 3 for builtin:lfw-faces]')
 def dataset_tool_main(source, dest, max_images, skip_images, resolution, transform, resize_filter, channels):
     try:
-        dnnlib.util.check_output_path(dest, '--dest')
+        if os.path.splitext(dest)[1].lower() == '.zip':
+            dnnlib.util.check_output_path(dest, '--dest')
+        else:  # a folder: its parent must be writable
+            dnnlib.util.check_output_dir(os.path.dirname(os.path.abspath(dest)), '--dest')
     except OSError as err:
         raise click.ClickException(err.strerror) from None
     try:

@@ -151,8 +151,26 @@ def _module_to_src(module):
         _src_to_module_dict[src] = module
     return src
 
+# This project's modules that define persistent classes. A pickle whose embedded source is exactly one of
+# them (our own snapshots, networks sent to spawned worker processes) needs no execution: the module is used.
+_OWN_PERSISTENT_MODULES = ['training.networks', 'training.augment']
+
+def _own_module_with_source(src):
+    import importlib  # pylint: disable=import-outside-toplevel
+    for name in _OWN_PERSISTENT_MODULES:
+        try:
+            importlib.import_module(name)  # decorating its classes registers its source
+        except ImportError:
+            continue
+        module = _src_to_module_dict.get(src, None)
+        if module is not None:
+            return module
+    return None
+
 def _src_to_module(src):
     module = _src_to_module_dict.get(src, None)
+    if module is None:
+        module = _own_module_with_source(src)
     if module is None:
         if not dnnlib.util.trust_pickle_enabled():
             first = next((line.strip() for line in src.splitlines() if line.strip()), '')[:80]

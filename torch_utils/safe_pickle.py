@@ -12,8 +12,10 @@ reads with `weights_only=False`; here they are read with `weights_only=True` ins
 """
 
 import collections
+import importlib
 import io
 import pickle
+import sys
 import warnings
 
 import numpy as np
@@ -45,6 +47,7 @@ _SAFE_GLOBALS = {
     ('builtins', 'complex'): lambda: complex,
     ('builtins', 'bytearray'): lambda: bytearray,
     ('_codecs', 'encode'): lambda: __import__('_codecs').encode,  # bytes in protocol-2 pickles
+    ('copyreg', '_reconstructor'): lambda: __import__('copyreg')._reconstructor,  # protocol 0/1 objects (classes are checked too)
     ('dnnlib.util', 'EasyDict'): lambda: dnnlib.EasyDict,
     ('dnnlib', 'EasyDict'): lambda: dnnlib.EasyDict,
     ('torch._utils', '_rebuild_tensor'): lambda: torch._utils._rebuild_tensor,
@@ -78,6 +81,15 @@ def safe_global(module, name):
             return obj
     if module == 'numpy.dtypes' and name.endswith('DType'):
         return getattr(np.dtypes, name, None)
+    if module.startswith('torch.nn.modules.'):  # stock layers (Sequential, Conv2d, LeakyReLU, ...) inside networks
+        obj = getattr(sys.modules.get(module), name, None) if module in sys.modules else None
+        if obj is None:
+            try:
+                obj = getattr(importlib.import_module(module), name, None)
+            except ImportError:
+                obj = None
+        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module:
+            return obj  # rebuilt with __new__ and a state dict: no constructor or file code runs
     return None
 
 #----------------------------------------------------------------------------
