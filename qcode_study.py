@@ -37,6 +37,7 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from torch_utils import image_utils
 from training import degradation_sampler
 from training import encoders
@@ -254,7 +255,14 @@ def run_study(encoder, data=None, generate=None, network=None, task='fired', gro
 @click.option('--device', help='auto, cpu or cuda', default='auto', show_default=True)
 @click.option('--batch', help='Encoder batch size', type=int, default=32, show_default=True)
 @click.option('--out', help='Write the report as JSON here', metavar='FILE')
+@cli.trust_pickle_option
+@cli.os_errors_as_one_line
 def main(encoder, out, **kwargs):
+    try:
+        if out is not None:
+            dnnlib.util.check_output_path(out, '--out')
+    except OSError as err:
+        raise click.ClickException(err.strerror)
     try:
         report = run_study(encoder, **kwargs)
     except (StudyError, encoders.EncoderError, legacy.NetworkLoadError, degradation_sampler.DegradationPresetError,

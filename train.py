@@ -19,8 +19,6 @@ Examples:
 import copy
 import json
 import os
-import shutil
-import sys
 
 import click
 import torch
@@ -483,7 +481,7 @@ def main(ctx, outdir, dry_run, **config_kwargs):
         resume = config_kwargs.get('resume')
         if resume is not None and training_loop.is_checkpoint_file(resume):
             args = exact_resume_args(resume, config_kwargs, explicit)
-            desc = continued_desc(resume)
+            desc = dnnlib.util.continued_run_desc(resume)
         else:
             desc, args = setup_training_loop_kwargs(**config_kwargs)
             for what, spec in [('--resume', resume), ('--teacher', (args.get('qc_kwargs') or {}).get('teacher'))]:
@@ -514,37 +512,11 @@ def main(ctx, outdir, dry_run, **config_kwargs):
         print('Launching processes...')
         distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
     except (UserError, distributed.LaunchError, OSError) as err:
-        remove_unused_run_dir(args.run_dir)
+        dnnlib.util.remove_unused_run_dir(args.run_dir)
         raise click.ClickException(str(err) if not isinstance(err, OSError) else f'{args.run_dir}: {dnnlib.util.describe_os_error(err)}')
     except BaseException:
-        remove_unused_run_dir(args.run_dir)
+        dnnlib.util.remove_unused_run_dir(args.run_dir)
         raise
-
-# Files a run writes before its first tick; a run folder holding nothing else produced no results.
-_SETUP_FILES = {'training_options.json', 'log.txt'}
-
-def remove_unused_run_dir(run_dir):
-    """Delete the run folder of a run that failed to start (nothing in it but setup files), so that a
-    failed start leaves no empty run folder behind. Folders with results are kept."""
-    try:
-        names = [n for n in os.listdir(run_dir) if not n.endswith('.tmp')]
-    except OSError:
-        return
-    if set(names) <= _SETUP_FILES:
-        logger = sys.stdout
-        if isinstance(logger, dnnlib.util.Logger) and logger.file is not None and \
-                os.path.dirname(os.path.abspath(logger.file.name)) == os.path.abspath(run_dir):
-            logger.close()  # the single-process run logged to this folder's log.txt
-        shutil.rmtree(run_dir, ignore_errors=True)
-        print(f'Removed the unused run folder {run_dir}')
-
-def continued_desc(ckpt_path):
-    """Run description for continuing the run that wrote `ckpt_path`: `<desc>-continued`, never
-    `-continued-continued` when a continued run is continued again (its number already orders it)."""
-    desc = os.path.basename(os.path.dirname(os.path.abspath(ckpt_path))).split('-', 1)[-1]
-    while desc.endswith('-continued'):
-        desc = desc[:-len('-continued')]
-    return desc + '-continued'
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process already exists; rank 0 picks the run directory."""

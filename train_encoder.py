@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 import dnnlib
 import legacy
+from dnnlib import cli as cli_options
 from torch_utils import custom_ops
 from torch_utils import distributed
 from torch_utils import image_utils
@@ -953,11 +954,11 @@ def print_options(args):
 @click.option('--network', help='Generator: QC-StyleGAN or StyleGAN2 pickle, URL or zoo name', metavar='PKL')
 @click.option('--data', help='Sharp training images (folder or zip), or "generator" for pairs made by the network', metavar='PATH')
 @click.option('--val-data', help='Validation images [default: hold out the last --val-images of --data]', metavar='PATH')
-@click.option('--val-images', help='Validation images held out of --data (0 = no validation), or taken from --val-data (0 = all) [default: 16]', type=int, metavar='INT')
+@click.option('--val-images', help='Validation images held out of --data (0 = no validation), or taken from --val-data (0 = all) [default: 16]', type=click.IntRange(min=0), metavar='INT')
 @click.option('--degradation', help='Degradation preset (name or .json) or "none" [default: qc_psp_encoder]', metavar='PRESET')
 @click.option('--mirror', help='Add x-flipped training images [default: false]', type=bool, metavar='BOOL')
-@click.option('--q-scale', help='--data generator: q ~ N(0, I) * SCALE for the degraded images [default: 1]', type=float)
-@click.option('--trunc', 'truncation', help='--data generator: truncation psi [default: 1]', type=float)
+@click.option('--q-scale', help='--data generator: q ~ N(0, I) * SCALE for the degraded images [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--trunc', 'truncation', help='--data generator: truncation psi [default: 1]', type=cli_options.FiniteFloat(min=0, max=1))
 # Model.
 @click.option('--backbone', help='Encoder backbone [default: resnet34]', type=click.Choice(list(encoders.BACKBONES)))
 @click.option('--input-size', help='Encoder input resolution [default: 256]', type=int, metavar='INT')
@@ -967,32 +968,33 @@ def print_options(args):
 # Losses.
 @click.option('--coach', help='What each step reconstructs [default: paired]', type=click.Choice(COACHES))
 @click.option('--sharp-q', help='Sharp steps: predict q or skip the q encoder [default: skip for alternative, else predict]', type=click.Choice(['predict', 'skip']))
-@click.option('--deg-weight', help='Weight of L(G(w,q), degraded) [default: 1]', type=float)
-@click.option('--cross-weight', help='Weight of L(G(w,0), sharp) for degraded inputs [default: 1]', type=float)
-@click.option('--self-weight', help='Weight of L(G(w,q), sharp) for sharp inputs [default: 1]', type=float)
-@click.option('--l2', help='L2 weight [default: 1]', type=float)
-@click.option('--lpips', help='LPIPS (AlexNet) weight [default: 0.8]', type=float)
+@click.option('--deg-weight', help='Weight of L(G(w,q), degraded) [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--cross-weight', help='Weight of L(G(w,0), sharp) for degraded inputs [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--self-weight', help='Weight of L(G(w,q), sharp) for sharp inputs [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--l2', help='L2 weight [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--lpips', help='LPIPS (AlexNet) weight [default: 0.8]', type=cli_options.FiniteFloat(min=0))
 @click.option('--lpips-backbone', help='AlexNet weights for LPIPS: a file, or "random" [default: torch hub cache]', metavar='PATH')
-@click.option('--id-weight', help='Identity loss weight (needs --id-weights) [default: 0]', type=float)
+@click.option('--id-weight', help='Identity loss weight (needs --id-weights) [default: 0]', type=cli_options.FiniteFloat(min=0))
 @click.option('--id-weights', help='Face-embedding network (TorchScript or {class_name, init_kwargs, state_dict}; [N,3,112,112] in [-1,1] -> [N,D])', metavar='PATH')
 @click.option('--id-crop', help='Face crop before the identity network [default: ffhq]', type=click.Choice(list(ID_CROPS)))
-@click.option('--w-norm', help='Weight of ||w - w_avg|| [default: 0]', type=float)
-@click.option('--q-reg', help='Weight of |q|^2 on sharp inputs [default: 0]', type=float)
+@click.option('--w-norm', help='Weight of ||w - w_avg|| [default: 0]', type=cli_options.FiniteFloat(min=0))
+@click.option('--q-reg', help='Weight of |q|^2 on sharp inputs [default: 0]', type=cli_options.FiniteFloat(min=0))
 # Optimisation.
 @click.option('--opt', help='Optimizer [default: ranger]', type=click.Choice(OPTIMIZERS))
-@click.option('--lr', help='Learning rate [default: 1e-4]', type=float)
-@click.option('--batch', help='Total batch size [default: 4]', type=int, metavar='INT')
-@click.option('--steps', help='Training steps [default: 500000]', type=int, metavar='INT')
-@click.option('--gpus', help='Number of processes: GPUs, or CPU processes with --device cpu [default: 1]', type=int, metavar='INT')
+@click.option('--lr', help='Learning rate [default: 1e-4]', type=cli_options.FiniteFloat(min=0, min_open=True))
+@click.option('--batch', help='Total batch size [default: 4]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--steps', help='Training steps [default: 500000]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--gpus', help='Number of processes: GPUs, or CPU processes with --device cpu [default: 1]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--seed', help='Random seed [default: 0]', type=int, metavar='INT')
-@click.option('--workers', help='DataLoader workers per process [default: 2]', type=int, metavar='INT')
+@click.option('--workers', help='DataLoader workers per process [default: 2]', type=click.IntRange(min=0), metavar='INT')
 @click.option('--device', help='auto, cuda or cpu [default: auto]', metavar='DEV')
 # Logging.
-@click.option('--tick', help='Status line and stats every N steps [default: 50]', type=int, metavar='INT')
-@click.option('--val-every', help='Validation and panels every N steps [default: 1000]', type=int, metavar='INT')
-@click.option('--snap', help='checkpoint.pt every N steps [default: 5000]', type=int, metavar='INT')
+@click.option('--tick', help='Status line and stats every N steps [default: 50]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--val-every', help='Validation and panels every N steps [default: 1000]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--snap', help='checkpoint.pt every N steps [default: 5000]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--resume', help='checkpoint.pt of a run to continue exactly', metavar='CKPT')
 @click.option('-n', '--dry-run', help='Print the options and exit', is_flag=True)
+@cli_options.trust_pickle_option
 def main(ctx, outdir, resume, dry_run, **cli):
     torchrun = distributed.started_by_torchrun()
     explicit = {name for name in cli if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
@@ -1003,13 +1005,17 @@ def main(ctx, outdir, resume, dry_run, **cli):
         cli['gpus'] = world_size
         explicit.add('gpus')
     try:
+        if not dry_run:
+            dnnlib.util.check_output_dir(outdir, '--outdir')
         if resume is not None:
             args = resume_args(resume, cli, explicit)
-            desc = os.path.basename(os.path.dirname(os.path.abspath(resume))).split('-', 1)[-1] + '-continued'
+            desc = dnnlib.util.continued_run_desc(resume)
         else:
             desc, args = setup_args(**cli)
     except UserError as err:
         raise click.ClickException(str(err))
+    except OSError as err:
+        raise click.ClickException(err.strerror or str(err))
 
     if torchrun:
         _run_torchrun(args, outdir, desc, dry_run)
@@ -1019,21 +1025,19 @@ def main(ctx, outdir, resume, dry_run, **cli):
     if dry_run:
         print('Dry run; exiting.')
         return
-    os.makedirs(args.run_dir)
-    with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'options.json'), 'w') as f:
-        json.dump(args, f, indent=2, default=str)
+    args.run_dir = dnnlib.util.make_run_dir(outdir, desc)  # atomic: concurrent runs get distinct folders
     try:
+        with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'options.json'), 'w') as f:
+            json.dump(args, f, indent=2, default=str)
         distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
-    except (UserError, distributed.LaunchError) as err:
-        raise click.ClickException(str(err))
+    except (UserError, distributed.LaunchError, OSError) as err:
+        dnnlib.util.remove_unused_run_dir(args.run_dir, ['options.json', 'log.txt'])
+        raise click.ClickException(str(err) if not isinstance(err, OSError) else f'{args.run_dir}: {dnnlib.util.describe_os_error(err)}')
 
 def _run_torchrun(args, outdir, desc, dry_run):
     """Started by torchrun: every process exists already; rank 0 picks the run directory."""
     def choose_run_dir():
-        run_dir = dnnlib.util.next_run_dir(outdir, desc)
-        if not dry_run:
-            os.makedirs(run_dir)
-        return run_dir
+        return dnnlib.util.next_run_dir(outdir, desc) if dry_run else dnnlib.util.make_run_dir(outdir, desc)
     rank, local_rank, args.run_dir = distributed.torchrun_setup(args.num_gpus, args.device_type, choose_run_dir)
     if rank == 0:
         print_options(args)

@@ -1038,3 +1038,32 @@ def make_run_dir(outdir: str, desc: str, max_attempts: int = 1000) -> str:
         finally:
             os.remove(marker)
     raise OSError(errno.EEXIST, f'could not reserve a new run folder in "{outdir}" after {max_attempts} attempts')
+
+
+def continued_run_desc(ckpt_path: str) -> str:
+    """Run description for continuing the run that wrote `ckpt_path`: `<desc>-continued`. A continued
+    run continued again stays `<desc>-continued` (no `-continued-continued` chains): the run number
+    already orders the folders, and each resumed `stats.jsonl` starts with the history it continues."""
+    desc = os.path.basename(os.path.dirname(os.path.abspath(ckpt_path))).split('-', 1)[-1]
+    while desc.endswith('-continued'):
+        desc = desc[:-len('-continued')]
+    return desc + '-continued'
+
+
+def remove_unused_run_dir(run_dir: str, setup_files=('training_options.json', 'log.txt')) -> bool:
+    """Delete the folder of a run that failed to start: one holding nothing but `setup_files` (and
+    temporary files). Folders with any result are kept. Closes a `Logger` of this process that
+    writes into the folder. Returns True if the folder was removed."""
+    try:
+        names = [n for n in os.listdir(run_dir) if not n.endswith('.tmp')]
+    except OSError:
+        return False
+    if not set(names) <= set(setup_files):
+        return False
+    logger = sys.stdout
+    if isinstance(logger, Logger) and logger.file is not None and \
+            os.path.dirname(os.path.abspath(logger.file.name)) == os.path.abspath(run_dir):
+        logger.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    print(f'Removed the unused run folder {run_dir}')
+    return True
