@@ -413,13 +413,11 @@ def _extras(extras_json):
 
 def _load_weights(data):
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # torch's loader notes never reach the user
-            payload = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-    except Exception as err:
-        reason = ' '.join(str(err).split())[:200]
-        raise NetworkLoadError(f'not a readable weights file ({type(err).__name__}: {reason}); '
-                               f'the file may be truncated: download or copy it again') from err
+        payload = misc.load_weights_only(io.BytesIO(data))  # quiet: torch's loader notes never reach the user
+    except ValueError as err:
+        if 'refers to code' in str(err):
+            raise UntrustedPickleError(f'refusing to load: {err}') from None
+        raise NetworkLoadError(f'not a readable weights file ({err}); the file may be truncated: download or copy it again') from None
     if not isinstance(payload, dict) or payload.get('format') != _WEIGHTS_FORMAT:
         raise NetworkLoadError('this torch file is not a qcgan weights-only file (no "format" marker)')
     if payload.get('format_version', 0) > _WEIGHTS_VERSION:
@@ -487,6 +485,35 @@ def check_network_file(spec, what='--network'):
                                f'the file may be truncated: download or copy it again') from None
     if not isinstance(obj, dict) or 'G_ema' not in obj:
         raise NetworkLoadError(f'{what} "{spec}": this pickle holds no G_ema network; is it a network snapshot?')
+    unknown = sorted(_unknown_classes(obj))
+    if unknown and not dnnlib.util.trust_pickle_enabled():
+        raise UntrustedPickleError(f'{what} "{spec}": refusing to load: the pickle holds {", ".join(repr(c) for c in unknown)} '
+                                   f'objects whose class this project does not know; loading them would run the Python '
+                                   f'source embedded in the file; {dnnlib.util.TRUST_HINT}')
+
+def _unknown_classes(obj, seen=None):
+    """Class names of the persistent stubs in `obj` that this project cannot rebuild itself."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return set()
+    seen.add(id(obj))
+    found = set()
+    if isinstance(obj, _PersistentStub):
+        state = obj.state if isinstance(obj.state, dict) else {}
+        if _resolve_class(obj.class_name, state.get('_init_args', ()), state.get('_init_kwargs', {})) is None:
+            found.add(str(obj.class_name))
+        children = state.values()
+    elif isinstance(obj, dict):
+        children = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        children = obj
+    elif isinstance(obj, torch.nn.Module):
+        children = obj.__dict__.values()
+    else:
+        children = ()
+    for child in children:
+        found |= _unknown_classes(child, seen)
+    return found
 
 def resolve_network_spec(spec):
     """Map a zoo name to its URL; pass paths and URLs through. Raises NetworkLoadError for unknown names."""

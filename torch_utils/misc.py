@@ -356,13 +356,15 @@ def torch_load_error_summary(err):
     """One line for a failed `torch.load(weights_only=True)`, without torch's advice to re-run with
     `weights_only=False` (which would execute code from the file)."""
     text = str(err)
+    match = re.search(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)', text)
+    if match:
+        return f'the file refers to code ({match.group(1)}), which a weights-only file must not'
     if 'WeightsUnpickler error:' in text:
         text = text.split('WeightsUnpickler error:', 1)[1]
-        match = re.search(r'Unsupported global: GLOBAL (\S+)', text)
-        if match:
-            return f'the file refers to code ({match.group(1)}), which a weights-only file must not'
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f'{type(err).__name__}: {(lines[0] if lines else "")[:200]}'
+    elif text.startswith('Weights only load failed.'):
+        text = '\n'.join(text.split('\n')[1:])  # drop torch's advice to re-run with weights_only=False
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith('Check the documentation')]
+    return f'{type(err).__name__}: {(lines[0] if lines else "weights-only load failed")[:200]}'
 
 def load_weights_only(f):
     """`torch.load(f, map_location='cpu', weights_only=True)` without torch's loader warnings
