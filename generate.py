@@ -168,9 +168,11 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
             G.synthesis.forward = misc.compiled_forward(G.synthesis)
         is_qc = misc.is_qc(G)
         if (q_from is None) != (q_to is None):
-            raise ValueError('--q-from and --q-to go together')
+            raise click.UsageError('--q-from and --q-to go together')
         if not is_qc and (q_from is not None or q_seed is not None or q_spec is not None):
-            raise ValueError(f'{network_spec} has no quality code (it is not a QC-StyleGAN network): drop the --q options')
+            raise click.UsageError(f'{network_spec} has no quality code (it is not a QC-StyleGAN network): drop the --q options')
+        if class_idx is not None and G.c_dim == 0:
+            raise click.UsageError(f'--class: {network_spec} is unconditional (it has no classes): drop --class')
         q_spec = 'random' if q_spec is None else q_spec
         sharp = generate_images(G, seeds, device=device, **kwargs)
         degraded = None

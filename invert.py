@@ -162,7 +162,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     try:
         data = legacy.load_network(network_spec, device=device)
     except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
-        raise click.ClickException(f'--network: {err}'.splitlines()[0])
+        raise click.ClickException(' '.join(f'--network: {err}'.split()))
     G = data['G_ema'].eval()
     D = data.get('D')
     is_qc = misc.is_qc(G)

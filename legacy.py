@@ -245,7 +245,9 @@ def load_network_pkl(f, force_fp16=False):
     data = f.read()
     if len(data) == 0:
         raise NetworkLoadError('the file is empty')
-    if data[:4] == b'PK\x03\x04' and _is_weights_file(data):
+    if data[:4] == b'PK\x03\x04':
+        if not _is_weights_file(data):
+            raise NetworkLoadError('a zip file, not a network file (a dataset?); expected a network pickle, .pt or .safetensors file')
         result = _load_weights(data)
     elif _is_safetensors(data):
         result = _load_safetensors(data)

@@ -110,6 +110,11 @@ def setup_training_loop_kwargs(
         del training_set
     except (IOError, OSError, ValueError) as err:
         raise UserError(f'--data: {err}') from err
+    res = args.training_set_kwargs.resolution
+    if res < 4 or (res & (res - 1)) != 0:
+        lower = 1 << max(2, res.bit_length() - 1)
+        raise UserError(f'--data {data}: the images are {res}x{res}, but the resolution must be a power of two; '
+                        f'rebuild the dataset with dataset_tool.py --resolution {lower}')
 
     if cond is None:
         cond = False
@@ -486,7 +491,11 @@ def main(ctx, outdir, dry_run, **config_kwargs):
             desc, args = setup_training_loop_kwargs(**config_kwargs)
             for what, spec in [('--resume', resume), ('--teacher', (args.get('qc_kwargs') or {}).get('teacher'))]:
                 if spec is not None and spec not in RESUME_SPECS:
-                    legacy.check_network_file(legacy.resolve_network_spec(spec), what)  # fail before making a run folder
+                    try:
+                        path = legacy.resolve_network_spec(spec)
+                    except legacy.NetworkLoadError as err:
+                        raise legacy.NetworkLoadError(f'{what}: {err}') from None
+                    legacy.check_network_file(path, what)  # fail before making a run folder
     except (UserError, legacy.NetworkLoadError, ValueError, OSError) as err:
         raise click.ClickException(err.strerror if isinstance(err, OSError) and err.filename is None and err.strerror else str(err))
 
