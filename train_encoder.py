@@ -1010,6 +1010,8 @@ def main(ctx, outdir, resume, dry_run, **cli):
         if resume is not None:
             args = resume_args(resume, cli, explicit)
             desc = dnnlib.util.continued_run_desc(resume)
+            if not dry_run:  # temp files of the killed run it continues
+                dnnlib.util.remove_stale_tmp_files(os.path.dirname(os.path.abspath(resume)))
         else:
             desc, args = setup_args(**cli)
     except UserError as err:
