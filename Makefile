@@ -29,7 +29,7 @@ demo: venv
 	$(PY) generate.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --seeds 0-15 --grid --outdir out/demo --device cpu
 	$(PY) invert.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --method qc \
 		--target out/data/heldout/00000/img00000000.png --ground-truth out/data/heldout/00000/img00000000.png \
-		--synthesize-degradation --degradation sr:2+denoise:S --steps 100,100 --lpips-backbone random \
+		--synthesize-degradation --degradation sr:2+denoise:S --steps 100,100 --lpips-backbone random --no-encoder-ok \
 		--outdir out/demo/restore --device cpu
 
 test: venv

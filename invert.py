@@ -9,6 +9,7 @@ Examples:
 \b
   python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
+  python invert.py --network ffhq.pkl --target lowres/ --method dgp --degradation sr:4 --dgp-candidates 200 --outdir out
   python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
 """
@@ -58,24 +59,31 @@ def parse_steps(method, text):
     return dict(zip(names, values))
 
 
-def build_lpips(net, random_backbone):
+def build_lpips(net, random_backbone, seed=0):
+    """LPIPS-`net`; a random backbone is drawn from `seed` (the same numbers on every run)."""
     from metrics.restoration import LPIPS
-    return LPIPS(net=net, pnet_rand=random_backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) + (0 if net == 'alex' else 1))
+        return LPIPS(net=net, pnet_rand=random_backbone)
 
 
 def run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, steps, encoder, seed, w_space, locality,
-               cri_samples, progress):
+               cri_samples, progress, dgp_candidates=500):
+    """One method on a batch. `locality`: None = the method's default (off for PTI, on for CRI and QC)."""
     from inversion import cri, dgp, ngd, pti, qc
     kw = dict(steps)
+    if locality is not None and method in ('pti', 'cri', 'qc'):
+        kw['locality'] = bool(locality)
     if method == 'pti':
-        return pti.invert(G, y, degradation, lpips_alex, lpips_pivot=lpips_vgg, space=w_space, locality=locality,
-                          seed=seed, progress=progress, **kw)
+        return pti.invert(G, y, degradation, lpips_alex, lpips_pivot=lpips_vgg, space=w_space, seed=seed,
+                          progress=progress, **kw)
     if method == 'cri':
-        return cri.invert(G, y, degradation, lpips_alex, num_samples=cri_samples, seed=seed, progress=progress, **kw)
+        return cri.invert(G, y, degradation, lpips_alex, vgg=lpips_vgg, num_samples=cri_samples, seed=seed,
+                          progress=progress, **kw)
     if method == 'ngd':
         return ngd.invert(G, y, degradation, lpips_vgg, progress=progress, **kw)
     if method == 'dgp':
-        return dgp.invert(G, y, degradation, D=D, seed=seed, progress=progress, **kw)
+        return dgp.invert(G, y, degradation, D=D, num_candidates=dgp_candidates, seed=seed, progress=progress, **kw)
     return qc.invert(G, y, degradation, lpips_alex, encoder=encoder, seed=seed, progress=progress, **kw)
 
 
@@ -127,9 +135,15 @@ def save_png(img, path):
 @click.option('--ground-truth', 'gt_spec', default=None, help='Clean image file or folder (matched by file stem): PSNR/SSIM/LPIPS')
 @click.option('--synthesize-degradation', is_flag=True, help='Targets are clean: apply the true degradation first')
 @click.option('--w-space', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='PTI pivot space')
-@click.option('--locality', is_flag=True, help='PTI: enable the locality regulariser (CRI always uses it)')
+@click.option('--locality/--no-locality', default=None,
+              help='PTI locality regulariser on/off  [default: off for pti (released PTI), on for cri and qc]')
+@click.option('--no-encoder-ok', is_flag=True,
+              help='QC: run without --encoder, optimising (w, q) from w_avg (the paper found this fails)')
+@click.option('--dgp-candidates', type=click.IntRange(min=1), default=500, show_default=True,
+              help='DGP: random latents scored by D to pick the start')
 @click.option('--cri-samples', type=int, default=2000, show_default=True, help='CRI: latents sampled for KMeans')
-@click.option('--edit', 'edit_path', default=None, help='Latent direction .npy to apply to the inverted w')
+@click.option('--edit', 'edit_path', default=None,
+              help='Latent direction .npy, [w_dim] or [num_ws, w_dim], added to the inverted latents (W, W+ or W++)')
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
@@ -140,8 +154,8 @@ def save_png(img, path):
 @cli.trust_pickle_option
 @cli.os_errors_as_one_line
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
-         synthesize_degradation, w_space, locality, cri_samples, edit_path, strength, sefa, q_from, lpips_backbone,
-         compile_synthesis=False):
+         synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
+         q_from, lpips_backbone, compile_synthesis=False):
     from inversion.operators import parse_degradation
     from inversion import editing, qc as qc_method
     from metrics import restoration
@@ -172,6 +186,11 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             raise click.UsageError(f'{", ".join(bad)}: only for QC-StyleGAN networks (q_dim > 0); {network_spec} is a plain StyleGAN2 network')
     if q_from and method != 'qc':
         raise click.UsageError('--q-from needs --method qc')
+    if method == 'qc' and encoder_path is None:
+        if not no_encoder_ok:
+            raise click.UsageError(f'--method qc without --encoder: {qc_method.ENCODER_FREE_NOTE}; '
+                                   f'to optimise (w, q) anyway, add --no-encoder-ok')
+        print(f'Warning: --method qc without --encoder: {qc_method.ENCODER_FREE_NOTE}')
     res = G.synthesis.img_resolution
     try:
         degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
@@ -196,8 +215,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         raise click.ClickException(f'--edit: {err}')
     random_backbone = lpips_backbone == 'random'
     try:
-        lpips_alex = build_lpips('alex', random_backbone).to(device)
-        lpips_vgg = build_lpips('vgg', random_backbone).to(device) if method in ('ngd', 'pti') else None
+        lpips_alex = build_lpips('alex', random_backbone, seed).to(device)
+        lpips_vgg = build_lpips('vgg', random_backbone, seed).to(device) if method in ('ngd', 'pti', 'cri') else None
     except (dnnlib.DownloadError, ImportError) as err:
         raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
     os.makedirs(outdir, exist_ok=True)
@@ -210,7 +229,10 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         q_ref = qc_method.invert(G, y_ref, degradation, lpips_alex, encoder=encoder, seed=seed, **step_kwargs).q
 
     summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
-                   synthesize_degradation=bool(synthesize_degradation), images={}, skipped={})
+                   synthesize_degradation=bool(synthesize_degradation), encoder=encoder_path, locality=locality,
+                   images={}, skipped={})
+    if method == 'dgp':
+        summary['dgp_candidates'] = dgp_candidates
     start = time.time()
     for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -233,7 +255,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, step_kwargs, encoder, seed, w_space,
-                         locality, cri_samples, progress=True)
+                         locality, cri_samples, progress=True, dgp_candidates=dgp_candidates)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():

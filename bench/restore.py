@@ -3,14 +3,16 @@
 Every clean image x is degraded with the true operator f of a task at a level (the robust NGD
 paper's five levels XS..XL), y = f(x), and each method restores x_hat from y with its default
 hyperparameters (--steps overrides the step counts of every method alike). Per case: accuracy =
-LPIPS(x_hat, x), fidelity = LPIPS(f(x_hat), y) (compared at the image size for resampling tasks;
-f is applied to the clean estimate for every method, QC included), PSNR and SSIM against x, and
+LPIPS(x_hat, x), fidelity = LPIPS(f(x_hat), y) (at the observation's own size, as the reference
+eval.py; sides under 32 px are upsampled for LPIPS; f is applied to the clean estimate for every
+method, QC included), PSNR and SSIM against x, and
 NIQE of x_hat. LPIPS is VGG-LPIPS on [-1, 1] images like the paper (--lpips-net alex for AlexNet).
 Per method x task x level group: patch FID between random crops of the predictions and of the
 ground truth (the paper: 1000 crops of 128 px per image, Inception pool3 features).
 
 \b
-Tasks: sr (U), denoise (N), jpeg (A), inpaint (P), colorize (no levels: runs once, at level "-"),
+Tasks: sr (U; the true filter is drawn per image from bilinear/bicubic/Lanczos, as the paper, seeded),
+  denoise (N), jpeg (A), inpaint (P), colorize (no levels: runs once, at level "-"),
   and compositions written with + (sr+jpeg) or with the paper's letters (UA); every component is at
   the case's level and they are applied in the paper's order U -> N -> A -> P. `compositions` = the
   paper's 11: UN UA UP NA NP AP UNA UNP UAP NAP UNAP. The paper's Table 2 (every component at M) is
@@ -146,8 +148,10 @@ def parse_methods(text):
     return methods
 
 def task_spec(task, level):
-    """Degradation spec of a task at a level (colorize takes none)."""
-    return '+'.join(part if part == 'colorize' else f'{part}:{level}' for part in task.split('+'))
+    """Degradation spec of a task at a level (colorize takes none). SR draws its true resampling
+    filter per image from {bilinear, bicubic, Lanczos}, as the paper (seeded by the case seed)."""
+    return '+'.join(part if part == 'colorize' else f'{part}:{level}:random' if part == 'sr' else f'{part}:{level}'
+                    for part in task.split('+'))
 
 def task_levels(task, levels):
     """The levels a task runs at: a task without leveled parts (colorize) runs once, at level '-'."""
@@ -512,16 +516,15 @@ def run_case(method, net, clean, y, degradation, lpips, metric_lpips, steps, enc
     torch.manual_seed(seed)
     t0 = time.time()
     out = invert.run_method(method, net['G'], net['D'], y, degradation, lpips['alex'], lpips['vgg'], steps, encoder,
-                            seed, 'w', False, 2000, progress=False)
+                            seed, 'w', None, 2000, progress=False)
     seconds = time.time() - t0
     pred = out.restored[:1].detach().clamp(-1, 1)
     pred_uint8 = to_uint8(pred)[0]
     with torch.no_grad():
         torch.manual_seed(seed)
-        redeg = common.to_image_size(degradation, common.degrade(degradation, pred, true=True), res)
-        y_img = common.to_image_size(degradation, y, res)
+        redeg = common.degrade(degradation, pred, true=True)  # at the observation's size, as the reference eval.py
         metrics = dict(accuracy_lpips=float(metric_lpips(pred, clean).reshape(-1)[0]),
-                       fidelity_lpips=float(metric_lpips(redeg, y_img).reshape(-1)[0]),
+                       fidelity_lpips=float(metric_lpips(redeg, y).reshape(-1)[0]),
                        psnr=float(restoration.psnr_torch((pred + 1) / 2, (clean + 1) / 2, 1.0)[0]),
                        ssim=float(restoration.ssim_torch((pred + 1) / 2, (clean + 1) / 2, 1.0)[0]),
                        niqe=niqe_scorer(pred_uint8) if niqe_scorer is not None else math.nan,
@@ -556,16 +559,17 @@ def load_benchmark_network(spec, methods, device):
         raise click.UsageError(f'--methods qc needs a QC-StyleGAN network (q_dim > 0); {spec} is a plain StyleGAN2 one')
     return dict(G=G, D=data.get('D'))
 
-def build_lpips_modules(methods, lpips_net, backbone):
-    """The LPIPS networks the methods use (AlexNet: pti/cri/qc, VGG: ngd/pti) and the metric's."""
+def build_lpips_modules(methods, lpips_net, backbone, seed=0):
+    """The LPIPS networks the methods use (AlexNet: pti/cri/qc, VGG: ngd/pti/cri) and the metric's.
+    A random backbone is drawn from `seed`, so runs with one --seed give the same numbers."""
     import invert
     from inversion import common
     needed = {lpips_net}
     needed |= {'alex'} if {'pti', 'cri', 'qc'} & set(methods) else set()
-    needed |= {'vgg'} if {'ngd', 'pti'} & set(methods) else set()
+    needed |= {'vgg'} if {'ngd', 'pti', 'cri'} & set(methods) else set()
     modules = {net: None for net in ('alex', 'vgg')}
     for net in sorted(needed):
-        modules[net] = invert.build_lpips(net, backbone == 'random')
+        modules[net] = invert.build_lpips(net, backbone == 'random', seed)
     return modules, common.safe_lpips(modules[lpips_net])
 
 @click.command(help=__doc__)
@@ -634,6 +638,9 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
     for note in notes:
         print(f'Note: {note}')
     encoder = load_encoder(encoder_path, methods, net['G'], device)
+    if 'qc' in methods and encoder is None:
+        from inversion import qc as qc_method
+        print(f'Warning: the qc method runs without --encoder: {qc_method.ENCODER_FREE_NOTE}')
     detector = detector or os.environ.get(metric_utils.DETECTOR_ENV_VARS['inception']) or metric_utils.INCEPTION_URL
     pfid = PatchFID(detector, pfid_patch_size(pfid_patch, res, not no_pfid), pfid_patches_per_image, pfid_ref, images,
                     data, outdir, seed, device, enabled=not no_pfid)
@@ -641,7 +648,7 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
         pfid.load_detector()  # fail now rather than after hours of restoration
     niqe_scorer = None if no_niqe else setup_niqe(niqe_model, niqe_patch_size, images, res, outdir)
     os.makedirs(outdir, exist_ok=True)
-    lpips, metric_lpips = build_lpips_modules(methods, lpips_net, lpips_backbone)
+    lpips, metric_lpips = build_lpips_modules(methods, lpips_net, lpips_backbone, seed)
     lpips = {k: (v.to(device) if v is not None else None) for k, v in lpips.items()}
     metric_lpips = metric_lpips.to(device)
     settings = dict(network=str(network_spec), steps=steps, seed=seed, lpips_net=lpips_net, lpips_backbone=lpips_backbone)

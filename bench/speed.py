@@ -291,7 +291,8 @@ def inversion_runner(method, res, batch, device, variant):
             if method == 'pti':
                 out = pti.invert(G, target, degradation, lpips_alex, lpips_pivot=lpips_vgg, lpips_stop=None, **kw)
             elif method == 'cri':
-                out = cri.invert(G, target, degradation, lpips_alex, num_samples=32, num_clusters=2, lpips_stop=None, **kw)
+                out = cri.invert(G, target, degradation, lpips_alex, vgg=lpips_vgg, num_samples=32, num_clusters=2,
+                                 lpips_stop=None, **kw)
             elif method == 'ngd':
                 out = ngd.invert(G, target, degradation, lpips_vgg, **kw)
             elif method == 'dgp':

@@ -2,7 +2,8 @@
 
 * `load_direction(path, w_dim)`: a `.npy` direction `[w_dim]`, `[1, w_dim]` or `[num_ws, w_dim]`
   (e.g. an InterFaceGAN boundary), normalised to unit norm.
-* `apply_direction(ws, direction, strength)`: ws + strength * direction (W or per-row W+).
+* `apply_direction(ws, direction, strength)`: ws + strength * direction (W, W+ or W++; a
+  per-row direction is added along the rows, broadcast over W++'s K codes per row).
 * `sefa_directions(G, k)`: SeFa closed-form directions = the top-k eigenvectors of A^T A, A the
   stacked (row-normalised) weights of every style affine of the synthesis network.
 * `interpolate_q(q_a, q_b, steps)`: linear interpolation of quality codes (QC networks).
@@ -29,10 +30,18 @@ def load_direction(path, w_dim, num_ws=None):
 
 
 def apply_direction(ws, direction, strength):
-    """ws `[N, num_ws, w_dim]` (or `[N, w_dim]`) moved by strength * direction."""
+    """Latents moved by strength * direction, row by row.
+
+    ws: W `[N, w_dim]`, W+ `[N, num_ws, w_dim]` or W++ `[N, num_ws, K, w_dim]` (NGD's filter-wise
+    codes); direction: `[w_dim]` (every row) or `[num_ws, w_dim]` (one per row; for W++ the row's
+    vector is added to all K codes of that row).
+    """
     d = direction.to(ws.device, ws.dtype)
-    if ws.ndim == 3 and d.ndim == 1:
-        d = d.reshape(1, 1, -1)
+    if d.ndim == 2:
+        if ws.ndim < 3 or d.shape[0] != ws.shape[1]:
+            raise ValueError(f'a per-row direction {list(d.shape)} needs W+ or W++ latents with {d.shape[0]} rows, '
+                             f'got {list(ws.shape)}')
+        d = d.reshape(1, d.shape[0], *([1] * (ws.ndim - 3)), d.shape[1])
     return ws + float(strength) * d
 
 

@@ -1,7 +1,8 @@
 """Losses for restoration by GAN inversion.
 
 - `MultiscaleLPIPSL1`: the robust-unsupervised NGD loss (reference 1.4): LPIPS summed over an
-  average-pooling pyramid plus a weighted L1, with the masked-region noise trick for inpainting.
+  average-pooling pyramid (sides > 16 px) plus a weighted L1 at the coarsest level, with fresh
+  noise in the masked holes at every level for inpainting.
 - `MSELPIPS`: per-sample MSE + LPIPS (PTI, QC-StyleGAN inversion).
 - `noise_regularization` / `normalize_noise_`: the StyleGAN2 projector noise regularizer.
 
@@ -20,74 +21,50 @@ def _resize_mask(mask, like):
 
 
 class MultiscaleLPIPSL1(torch.nn.Module):
-    """Sum over a 2x average-pooling pyramid of LPIPS(x_l, y_l), plus `l1_weight` * L1(x, y).
+    """The robust-unsupervised NGD loss (reference 1.4) on `[N, C, H, W]` images in [-1, 1] -> `[N]`.
 
-    Pyramid: starts at full size, LPIPS at every level whose side is >= `min_size` (32 px, the
-    smallest that AlexNet/VGG LPIPS take), at most `max_levels` levels (6 in the reference), all
-    with weight 1. For a 1024 px target: 1024, 512, ..., 32 (reference 1.4: stop once the side is
-    <= 16). A target smaller than `min_size` still gets one LPIPS evaluation at its own size.
+    Pyramid: LPIPS(x_l, y_l) at every level whose side is larger than `min_res` (16 px, the
+    reference's `min_loss_res`), all with weight 1, at most `max_levels` levels (6), each followed
+    by a 2x average pooling. A 1024 px target gets LPIPS at 1024, 512, ..., 32; a 32 px one at 32
+    only; a target of 16 px or less gets no LPIPS at all (L1 only), as in the reference.
 
-    L1 (mean absolute error per sample, in [-1, 1] units): `l1_at='full'` (default, the project
-    contract) at full resolution; `l1_at='coarsest'` after the pyramid loop, i.e. at the first
-    level below `min_size`, as the reference code does (reference 1.8).
+    L1: `l1_weight` * mean |x - y| taken once, after the loop, i.e. at the coarsest pooled level
+    (16 px for power-of-two targets of 32 px and more, the target's own size when it is 16 px or
+    less). The reference's 0.1 on [0, 1] images is 0.05 on [-1, 1] images (the default). It is a
+    plain mean over all pixels and channels: neither masked nor normalised by the mask area (for
+    inpainting both sides went through the known mask, so the holes cost nothing anyway).
 
-    Mask (`[N or 1, 1, H, W]`, 1 = observed, area-resized to the images and pooled with them):
-    before each LPIPS call the same random field is added to both images in the holes, weighted
-    by (1 - mask). The reference draws n = (N(0,1) + 0.5) / 2 in [0, 1] image units; in [-1, 1]
-    units that is 2n = N(0,1) + 0.5. One field is drawn per call at full size and pooled with the
-    pyramid (the reference draws a fresh one per level; either way it is identical for x and y).
-    The L1 term is masked (mean of |x - y| * mask over the pixels, normalized by the mask area).
+    Mask (`[N or 1, 1, H, W]`, 1 = observed; area-resized to the images, then pooled with them):
+    before every LPIPS call a fresh random field, the same for x and y, is added in the holes,
+    weighted by (1 - mask). The reference draws n = (N(0,1) + 0.5) / 2 per level on [0, 1]
+    images; in [-1, 1] units that is 2n = N(0,1) + 0.5, so the field has std 1 at every level.
     """
 
-    def __init__(self, lpips_module, l1_weight=0.1, min_size=32, max_levels=6, l1_at='full'):
+    def __init__(self, lpips_module, l1_weight=0.05, min_res=16, max_levels=6):
         super().__init__()
-        if l1_at not in ('full', 'coarsest'):
-            raise ValueError(f"MultiscaleLPIPSL1: l1_at must be 'full' or 'coarsest', got {l1_at!r}")
         self.lpips = lpips_module
         self.l1_weight = float(l1_weight)
-        self.min_size = max(int(min_size), 1)
+        self.min_res = int(min_res)
         self.max_levels = int(max_levels)
-        self.l1_at = l1_at
-
-    @staticmethod
-    def _l1(x, y, mask):
-        d = (x - y).abs()
-        if mask is None:
-            return d.flatten(1).mean(1)
-        m = mask.expand(x.shape[0], 1, *x.shape[-2:])
-        num = (d * m).flatten(1).sum(1)
-        den = (m.flatten(1).sum(1) * x.shape[1]).clamp_min(1e-8)
-        return num / den
 
     def forward(self, x, y, mask=None):
         if x.shape != y.shape:
             raise ValueError(f'MultiscaleLPIPSL1: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}')
         m = _resize_mask(mask, x) if mask is not None else None
-        noise = None
-        if m is not None:
-            noise = torch.randn(1, *x.shape[1:], device=x.device, dtype=x.dtype) + 0.5  # 2 * (N(0,1)+0.5)/2
         total = x.new_zeros(x.shape[0])
-        l1_full = self._l1(x, y, m) if self.l1_at == 'full' else None
-        levels = 0
-        while True:
-            if m is not None:
-                fill = noise * (1 - m)
-                total = total + self.lpips(x + fill, y + fill)
-            else:
-                total = total + self.lpips(x, y)
-            levels += 1
-            if levels >= self.max_levels or min(x.shape[-2:]) // 2 < self.min_size:
+        for _level in range(self.max_levels):
+            if min(y.shape[-2:]) <= self.min_res:
                 break
+            if m is not None:
+                fill = (torch.randn_like(x) + 0.5) * (1 - m)  # fresh at every level: std 1 in [-1, 1] units
+                total = total + self.lpips(x + fill, y + fill).reshape(-1)
+            else:
+                total = total + self.lpips(x, y).reshape(-1)
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
             if m is not None:
-                m, noise = F.avg_pool2d(m, 2), F.avg_pool2d(noise, 2)
+                m = F.avg_pool2d(m, 2)
         if self.l1_weight:
-            if l1_full is None:  # reference: one more pooling step after the loop
-                if min(x.shape[-2:]) >= 2:
-                    x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-                    m = F.avg_pool2d(m, 2) if m is not None else None
-                l1_full = self._l1(x, y, m)
-            total = total + self.l1_weight * l1_full
+            total = total + self.l1_weight * (x - y).abs().flatten(1).mean(1)
         return total
 
 

@@ -2,6 +2,11 @@
 normalised gradient descent and the multiscale LPIPS + L1 loss, one hyperparameter set for all
 tasks (150 steps per phase at lr 0.08 / 0.02 / 0.005, times `lr_scale`).
 
+Loss (`losses.MultiscaleLPIPSL1`, reference 1.4): LPIPS-VGG at every average-pooling level whose
+side is above 16 px, plus 0.1 * L1 on [0, 1] images (0.05 on our [-1, 1] images) once at the
+coarsest level; for inpainting, fresh N(0, 1) noise is added to both sides in the holes before
+every LPIPS call. No regulariser.
+
 W++ is the paper's filter-wise space: one w code per output filter of every layer
 (`[N, num_ws, K, w_dim]`), initialised by repeating each W+ row; the synthesis network renders it
 natively (one style vector per filter, then the usual demodulation). NGD normalises each code.
@@ -45,7 +50,7 @@ class NGD(torch.optim.Optimizer):
 
 def _loss_fn(lpips_module):
     from .losses import MultiscaleLPIPSL1
-    return MultiscaleLPIPSL1(lpips_module, l1_weight=0.1)
+    return MultiscaleLPIPSL1(lpips_module, l1_weight=0.05)  # the reference's 0.1 on [0, 1] images
 
 
 def invert(G, target, degradation=None, lpips_module=None, steps=(150, 150, 150), lrs=(0.08, 0.02, 0.005),

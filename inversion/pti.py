@@ -2,7 +2,8 @@
 
 Stage A (pivot): w (W, or W+ with `space='w+'`) from PTI's own w_avg (600 samples, seed 123),
 Adam with the learning rate 0.01 * ramp (5% warm-up, cosine ramp-down over the last 25%), a latent
-noise ramp sigma_w * 0.05 * max(0, 1 - t/0.75)^2, loss LPIPS(f^(G(w)), y) + 1e5 * noise
+noise ramp sigma_w * 0.05 * max(0, 1 - t/0.75)^2, loss LPIPS-VGG(f^(G(w)), y) (both area-downsampled
+to 256 px first when larger, as the reference does) + 1e5 * noise
 regularisation with the `noise_const` buffers optimised on a throw-away copy of G (renormalised
 after each step; the original buffers are used in stage B, as upstream does).
 Stage B (tuning): `common.tune_generator` with MSE + LPIPS, lr 3e-4, up to 350 steps, early stop
@@ -14,6 +15,7 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import common
@@ -33,10 +35,20 @@ def _normalize_noise(buffers):
     normalize_noise_(buffers)
 
 
+def pivot_size(x, size=256):
+    """Images `[N, C, H, W]` larger than `size` area-downsampled to at most `size` px on the long
+    side (the reference does this before its VGG LPIPS); smaller ones pass unchanged."""
+    if max(x.shape[-2:]) <= size:
+        return x
+    scale = size / max(x.shape[-2:])
+    return F.interpolate(x, size=(max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale))), mode='area')
+
+
 def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=0.01, optimize_noise=True,
                  noise_reg_weight=1e5, initial_noise_factor=0.05, noise_ramp=0.75, lr_rampdown=0.25,
-                 lr_rampup=0.05, w_stats=None, q=None, seed=0, progress=False):
-    """PTI stage A -> (pivot ws `[N, num_ws, w_dim]`, history)."""
+                 lr_rampup=0.05, w_stats=None, q=None, seed=0, progress=False, lpips_size=256):
+    """PTI stage A -> (pivot ws `[N, num_ws, w_dim]`, history). LPIPS compares the observation and
+    f^(G(w)) area-downsampled to `lpips_size` px when they are larger (reference: 256)."""
     device = target.device
     N = target.shape[0]
     lpips_module = common.safe_lpips(lpips_module)
@@ -62,6 +74,7 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
             b.requires_grad_(True)
     opt = torch.optim.Adam([w] + buffers, lr=lr, betas=(0.9, 0.999))
     rng = torch.Generator().manual_seed(int(seed) + 1)
+    target_small = pivot_size(target, lpips_size)
     history = dict(loss=[], lpips=[])
     for step in tqdm(range(int(steps)), desc='pivot', disable=not progress, leave=False):
         t = step / max(int(steps), 1)
@@ -73,7 +86,7 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
             group['lr'] = lr * ramp
         w_in = w + torch.randn(w.shape, generator=rng).to(device) * noise_strength
         pred = common.degrade(degradation, gen(w_in, q=q))
-        lp = lpips_module(pred, target).reshape(-1)
+        lp = lpips_module(pivot_size(pred, lpips_size), target_small).reshape(-1)
         loss = lp.sum()
         if optimize_noise and noise_reg_weight:
             loss = loss + noise_reg_weight * _noise_reg(buffers)
@@ -91,7 +104,7 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
 
 def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_steps=450, tune_steps=350,
            pivot_lr=0.01, tune_lr=3e-4, lpips_stop=0.06, locality=False, optimize_noise=True,
-           lpips_pivot=None, seed=0, progress=False, **_unused):
+           lpips_pivot=None, lpips_size=256, seed=0, progress=False, **_unused):
     """PTI on a batch of observations `target` `[N, C, h, w]` (one generator tuned for the batch).
 
     Returns `common.InversionResult`.
@@ -100,7 +113,7 @@ def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_step
     lpips_module = common.safe_lpips(lpips_module)
     lpips_pivot = common.safe_lpips(lpips_pivot) or lpips_module
     ws, h_pivot = invert_pivot(G, target, degradation, lpips_pivot, space=space, steps=pivot_steps, lr=pivot_lr,
-                               optimize_noise=optimize_noise, seed=seed, progress=progress)
+                               optimize_noise=optimize_noise, seed=seed, progress=progress, lpips_size=lpips_size)
     G_t, h_tune = common.tune_generator(G, ws, target, degradation, lpips_module, steps=tune_steps, lr=tune_lr,
                                         lpips_stop=lpips_stop, locality=locality, seed=seed, progress=progress)
     gen = common.LatentGenerator(G)

@@ -8,7 +8,12 @@ stays in q. The restored image is G(w, 0), the re-degraded one G(w, q).
   zero gradient at exactly q = 0), and both are optimised (`refine_steps`, default
   300) with Adam (w lr 0.01, q lr 0.03 = upstream's unused `q_inv_lr`) on MSE + LPIPS of
   f^(G(w, q)) vs y.
-* Tuning: MSE + LPIPS + 1000 * StatsLoss, lr 3e-4, up to 500 steps, early stop at LPIPS <= 0.002.
+* Tuning: MSE + LPIPS + 1000 * StatsLoss, lr 3e-4, up to 500 steps, early stop at LPIPS <= 0.002,
+  with PTI's locality regulariser on (`locality=True`: alpha 30, 0.1 * MSE + 0.1 * LPIPS, psi 0.5)
+  as in the released `hyperparameters.py` (its `inversion.py` entry point switches it off, and its
+  regulariser would call the synthesis without q; ours renders the sharp branch, q = 0).
+* The paper found encoder-free optimisation fails for QC (its sharp images come out distorted),
+  hence the encoder; `ENCODER_FREE_NOTE` says so and invert.py asks for an explicit flag.
 The degradation operator f^ (default none) is applied on top of G(w, q), so e.g. an SR
 observation is matched at its own size while q models the remaining degradation.
 """
@@ -21,7 +26,11 @@ from torch_utils import misc
 from . import common
 
 DEFAULTS = dict(refine_steps=300, w_lr=0.01, q_lr=0.03, tune_steps=500, tune_lr=3e-4, stats_weight=1000.0,
-                lpips_stop=0.002)
+                lpips_stop=0.002, locality=True)
+
+ENCODER_FREE_NOTE = ('the QC-StyleGAN paper found that encoder-free optimisation (PTI stage 1 on degraded images) fails: '
+                     'it fits the degraded input but picks embeddings whose sharp image G(w, 0) is distorted, which is '
+                     'why it trains a pSp encoder for (w, q); pass --encoder ENC.pt (train_encoder.py)')
 
 
 def check_qc(G):
@@ -57,8 +66,8 @@ def refine(G, target, degradation, lpips_module, w, q, steps=300, w_lr=0.01, q_l
 
 
 def invert(G, target, degradation=None, lpips_module=None, encoder=None, refine_steps=None, w_lr=0.01, q_lr=0.03,
-           tune_steps=500, tune_lr=3e-4, stats_weight=1000.0, lpips_stop=0.002, w_init=None, q_init=None, q_init_std=0.01, seed=0,
-           progress=False, **_unused):
+           tune_steps=500, tune_lr=3e-4, stats_weight=1000.0, lpips_stop=0.002, locality=True, w_init=None, q_init=None,
+           q_init_std=0.01, seed=0, progress=False, **_unused):
     """QC restoration of a batch `target` `[N, C, h, w]` -> `common.InversionResult` (q set)."""
     check_qc(G)
     common.check_batch(target, degradation)
@@ -85,7 +94,7 @@ def invert(G, target, degradation=None, lpips_module=None, encoder=None, refine_
     if tune_steps:
         G_t, history['tune'] = common.tune_generator(G, ws, target, degradation, lpips_module, q=q, steps=tune_steps,
                                                      lr=tune_lr, lpips_stop=lpips_stop, stats_weight=stats_weight,
-                                                     seed=seed, progress=progress)
+                                                     locality=locality, seed=seed, progress=progress)
     with torch.no_grad():
         final, _ = common.mse_lpips(lpips_module, common.degrade(degradation, gen(ws, q=q, G=G_t)), target)
     return common.finish(gen, ws, q=q, G=G_t, history=history, loss=final)

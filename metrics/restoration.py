@@ -245,6 +245,12 @@ class LPIPS(torch.nn.Module):
         d = self.model(a.to(dtype), b.to(dtype))
         return d.flatten(1).sum(1) if not self.model.spatial else d
 
+    def features(self, x):
+        """The backbone's feature maps (LPIPS's five taps, e.g. VGG16 relu1_2 ... relu5_3), raw: not
+        unit-normalised nor weighted, for images `[N, 3, H, W]` in [-1, 1] -> list of `[N, C_k, H_k, W_k]`."""
+        dtype = next(self.model.parameters()).dtype
+        return list(self.model.net(self.model.scaling_layer(x.to(dtype))))
+
     def train(self, mode=True):  # the wrapped network stays in eval mode (no dropout)
         return super().train(False)
 

@@ -225,15 +225,19 @@ def test_cri_chooses_nearest_centroid_and_restores(net, gt, lpips_module):
     y = deg.true(gt)
     centroids = cri.cluster_latents(G, num_samples=60, num_clusters=5, seed=0)
     assert centroids.shape == (5, 16)
-    index, dist = cri.select_centroids(G, centroids, y, deg, lpips_module)
-    wrapped = common.safe_lpips(lpips_module)
+    torch.manual_seed(1)
+    vgg = LPIPS(net='vgg', pnet_rand=True)
+    index, dist = cri.select_centroids(G, centroids, y, vgg)
     gen = common.LatentGenerator(G)
-    with torch.no_grad():
+    with torch.no_grad():  # Algorithm 1: VGG relu4_3 of the (undegraded) centroid images vs the input's, L2, argmin
+        up = lambda x: F.interpolate(x, size=(32, 32), mode='bilinear', align_corners=False)  # 16 px net -> 32 px
         for n in range(2):
-            manual = [float(wrapped(common.degrade(deg, gen(centroids[k:k + 1])), y[n:n + 1])) for k in range(5)]
+            t = vgg.features(up(y[n:n + 1]))[3].flatten()
+            manual = [float((vgg.features(up(gen(centroids[k:k + 1])))[3].flatten() - t).norm()) for k in range(5)]
             assert int(index[n]) == int(np.argmin(manual))
-    res = cri.invert(G, y, deg, lpips_module, centroids=centroids, offset_steps=25, offset_lr=0.05, tune_steps=10,
-                     tune_lr=3e-3, lpips_stop=None)
+            assert np.allclose(dist[n].numpy(), manual, rtol=1e-4)
+    res = cri.invert(G, y, deg, lpips_module, vgg=vgg, centroids=centroids, offset_steps=25, offset_lr=0.05,
+                     tune_steps=10, tune_lr=3e-3, lpips_stop=None)
     assert res.history['offset']['loss'][-1] < res.history['offset']['loss'][0]
     with torch.no_grad():
         start = gen(centroids[index])
@@ -366,7 +370,7 @@ def test_invert_cli_qc_transfer(qc_net, tmp_path):
     r = CliRunner().invoke(invert.main, [
         '--network', str(tmp_path / 'qc.pkl'), '--target', str(tmp_path / 't.png'), '--method', 'qc',
         '--q-from', str(tmp_path / 'r.png'), '--steps', '2', '--outdir', str(out), '--device', 'cpu',
-        '--lpips-backbone', 'random', '--save-generator'])
+        '--lpips-backbone', 'random', '--save-generator', '--no-encoder-ok'])
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert (out / 't_q_transfer.png').is_file() and (out / 't_q_interp.png').is_file() and (out / 't_G.pkl').is_file()
     assert 'q' in np.load(out / 't_latents.npz')

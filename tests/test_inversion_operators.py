@@ -278,7 +278,6 @@ def test_multiscale_lpips_l1(lpips_alex):
     assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
     # a target smaller than min_size still gets one evaluation at its own size... (32 works for alex)
     assert loss(x[:, :, :32, :32], y[:, :, :32, :32]).shape == (2,)
-    assert MultiscaleLPIPSL1(lpips_alex, l1_at='coarsest')(x, y).shape == (2,)
 
 
 def test_multiscale_masked_ignores_holes(lpips_alex):
@@ -291,8 +290,6 @@ def test_multiscale_masked_ignores_holes(lpips_alex):
     torch.manual_seed(0)
     masked = loss(x, y, mask=mask)
     unmasked = loss(x, y)
-    l1_only = MultiscaleLPIPSL1(lpips_alex)._l1(x, y, mask)
-    assert torch.allclose(l1_only, torch.zeros(2), atol=1e-6)
     # The shared noise field swamps the hole, so LPIPS sees much less of a difference confined to it
     # (random-backbone LPIPS in tests: about 0.65x; the noise is not a mask, so it is not 0).
     assert (masked < 0.8 * unmasked).all()
