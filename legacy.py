@@ -125,6 +125,8 @@ for _name in ['Generator', 'Discriminator', 'MappingNetwork', 'SynthesisNetwork'
               'MinibatchStdLayer']:
     register_network_class(_name, f'training.networks.{_name}')
 register_network_class('AugmentPipe', 'training.augment.AugmentPipe')
+for _module in ['training.networks', 'training.augment']:  # pickles embedding exactly this source need no opt-in
+    persistence.register_own_module(_module)
 
 def _resolve_class(class_name, init_args, init_kwargs):
     resolver = _CLASS_REGISTRY.get(class_name)

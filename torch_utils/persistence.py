@@ -151,13 +151,19 @@ def _module_to_src(module):
         _src_to_module_dict[src] = module
     return src
 
-# This project's modules that define persistent classes. A pickle whose embedded source is exactly one of
-# them (our own snapshots, networks sent to spawned worker processes) needs no execution: the module is used.
-_OWN_PERSISTENT_MODULES = ['training.networks', 'training.augment']
+# Modules (by name) of the application that define persistent classes, registered by the application
+# (legacy.py). A pickle whose embedded source is exactly one of them (its own snapshots, networks sent to
+# spawned worker processes) needs no execution and no opt-in: that module is imported and used.
+_own_modules = []
+
+def register_own_module(module_name):
+    """Declare `module_name` as this application's own code: embedded source identical to its source is trusted."""
+    if module_name not in _own_modules:
+        _own_modules.append(module_name)
 
 def _own_module_with_source(src):
     import importlib  # pylint: disable=import-outside-toplevel
-    for name in _OWN_PERSISTENT_MODULES:
+    for name in _own_modules:
         try:
             importlib.import_module(name)  # decorating its classes registers its source
         except ImportError:
