@@ -171,7 +171,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     try:
         dnnlib.util.check_output_dir(outdir, '--outdir')
     except OSError as err:
-        raise click.BadParameter(err.strerror, param_hint='--outdir')
+        raise click.ClickException(err.strerror)
     common.compile_synthesis(compile_synthesis)
     try:
         data = legacy.load_network(network_spec, device=device)

@@ -28,7 +28,6 @@ import json
 import os
 import pickle
 import struct
-import warnings
 import zipfile
 
 import click

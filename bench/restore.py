@@ -619,7 +619,7 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
     try:
         dnnlib.util.check_output_dir(outdir, '--outdir')
     except OSError as err:
-        raise click.BadParameter(err.strerror, param_hint='--outdir')
+        raise click.ClickException(err.strerror)
     step_kwargs = {m: invert.parse_steps(m, steps) for m in methods}
     if not os.path.exists(data):
         raise click.BadParameter(f'"{data}" does not exist: pass a folder of images or a dataset .zip', param_hint='--data')

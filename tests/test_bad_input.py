@@ -6,7 +6,6 @@ The table `CASES` lists every bad input of issue 13; each row runs one CLI in-pr
 """
 
 import errno
-import io
 import multiprocessing
 import os
 import pickle
@@ -109,11 +108,11 @@ CASES = [
     ('train-outdir-is-a-file', lambda c, m: _train(c, '--outdir', str(c.a_file / 'runs')), 1, 'is not a folder'),
     ('train-outdir-no-permission', lambda c, m: _train(c, '--outdir', _no_write_access(m, c)), 1, 'permission denied'),
     ('generate-outdir-no-permission', lambda c, m: _generate(c, '--outdir', _no_write_access(m, c)), 1, 'permission denied'),
-    ('invert-outdir-is-a-file', lambda c, m: _invert(c, '--outdir', str(c.a_file / 'o')), 2, 'is not a folder'),
+    ('invert-outdir-is-a-file', lambda c, m: _invert(c, '--outdir', str(c.a_file / 'o')), 1, 'is not a folder'),
     ('train_encoder-outdir-no-permission', lambda c, m: _train_encoder(c, '--outdir', _no_write_access(m, c)), 1, 'permission denied'),
     ('dataset_tool-dest-no-permission', lambda c, m: _dataset_tool(c, dest=os.path.join(_no_write_access(m, c), 'd.zip')), 1, 'permission denied'),
     ('legacy-dest-is-a-folder', lambda c, m: _legacy(c, dest=str(c.tmp)), 1, 'is a folder'),
-    ('bench_restore-outdir-is-a-file', lambda c, m: _bench_restore(c, '--outdir', str(c.a_file / 'o')), 2, 'is not a folder'),
+    ('bench_restore-outdir-is-a-file', lambda c, m: _bench_restore(c, '--outdir', str(c.a_file / 'o')), 1, 'is not a folder'),
     # Full disk, for every writer.
     ('train-disk-full', lambda c, m: (_disk_full(m, c), _train(c, '--kimg', '1'))[1], 1, 'disk is full'),
     ('generate-disk-full', lambda c, m: (_disk_full(m, c), _generate(c))[1], 1, 'disk is full'),

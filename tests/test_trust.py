@@ -212,6 +212,18 @@ def test_every_network_cli_refuses_code(tmp_path, faces16, cli, name):
     assert '--trust-pickle' in line
     assert not os.path.exists(tmp_path / 'out') or os.listdir(tmp_path / 'out') == []  # no run folder, no outputs
 
+def test_every_loading_cli_has_the_trust_flag():
+    import calc_metrics
+    import generate
+    import invert
+    import qcode_study
+    import train
+    import train_encoder
+    from bench import restore
+    for command in [generate.generate_main, invert.main, legacy.convert_network_pickle, calc_metrics.calc_metrics, train.main,
+                    train_encoder.main, qcode_study.main, restore.main]:
+        assert '--trust-pickle' in [opt for param in command.params for opt in param.opts], command.name
+
 def test_qcode_study_refuses_hostile_encoder_checkpoint(tmp_path):
     import qcode_study
     marker = tmp_path / 'MARKER'
