@@ -64,7 +64,7 @@ def setup_training_loop_kwargs(
     data, gpus=1, snap=None, metrics=None, seed=None, cond=None, subset=None, mirror=None, cfg=None,
     gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None, resume=None,
     freezed=None, fp32=None, nhwc=None, allow_tf32=None, nobench=None, workers=None, device=None,
-    qc=None, q_dim=None, qc_blocks=None, train_blocks=None, kd_weight=None, teacher=None, degradation=None,
+    qc=None, q_dim=None, qc_blocks=None, train_blocks=None, kd_weight=None, teacher=None, degradation=None, qc_ema=None,
 ):
     """Turn CLI options into (run description, training_loop kwargs). Raises UserError on bad input."""
     args = dnnlib.EasyDict()
@@ -307,7 +307,8 @@ def setup_training_loop_kwargs(
         if kd_weight is not None and not (0 <= kd_weight < float('inf')):
             raise UserError(f'--kd-weight must be a non-negative number, got {kd_weight}')
         args.qc_kwargs = dnnlib.EasyDict(q_dim=q_dim, qc_blocks=2 if qc_blocks is None else qc_blocks, degrad_width=16, degrad_layers=3,
-                                         train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher)
+                                         train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher,
+                                         ema=qc_ema or 'released')
         if args.qc_kwargs.train_blocks < args.qc_kwargs.qc_blocks:
             raise UserError(f'--train-blocks ({args.qc_kwargs.train_blocks}) must include the {args.qc_kwargs.qc_blocks} DegradBlock blocks (--qc-blocks)')
         args.training_set_kwargs.degradation = degradation or 'qc_stylegan_train'
@@ -319,8 +320,8 @@ def setup_training_loop_kwargs(
         args.loss_kwargs.class_name = 'training.loss.QCStyleGAN2Loss'
         args.loss_kwargs.kd_weight = 3.0 if kd_weight is None else kd_weight
         desc += '-qc'
-    elif any(v is not None for v in [q_dim, qc_blocks, train_blocks, kd_weight, teacher, degradation]):
-        raise UserError('--q-dim, --qc-blocks, --train-blocks, --kd-weight, --teacher and --degradation need --qc')
+    elif any(v is not None for v in [q_dim, qc_blocks, train_blocks, kd_weight, teacher, degradation, qc_ema]):
+        raise UserError('--q-dim, --qc-blocks, --train-blocks, --kd-weight, --teacher, --degradation and --qc-ema need --qc')
 
     try:
         dev = image_utils.parse_device(device or 'auto')
@@ -468,6 +469,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=cli.FiniteFloat(min=0))
 @click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
 @click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
+@click.option('--qc-ema', help='G_ema during QC fine-tuning: EMA of the last two blocks minus one conv0, rest copied (released), or of everything (full) [default: released]', type=click.Choice(['released', 'full']))
 @cli.trust_pickle_option
 def main(ctx, outdir, dry_run, **config_kwargs):
     from training import training_loop

@@ -56,7 +56,15 @@ def test_qc_steps_train_only_the_last_blocks_and_both_discriminators(faces16, st
             assert torch.equal(p, G0[name]), f'{name} should be frozen'
     changed = [name for name, p in result.G.named_parameters() if not torch.equal(p, G0[name])]
     assert any('convq' in n for n in changed) and any('b16.conv1' in n for n in changed) and any('b8.conv0' in n for n in changed)
-    assert torch.equal(result.G.mapping.w_avg, start['G'].mapping.w_avg)  # the mapping is frozen, w_avg too
+    assert not torch.equal(result.G.mapping.w_avg, start["G"].mapping.w_avg)  # frozen weights, but w_avg keeps tracking (as released)
+    # G_ema as released: EMA for b16 and b8 without its conv0; every other parameter copied from G.
+    ema_names = qc_surgery.qc_ema_parameter_names(result.G)
+    G_params = dict(result.G.named_parameters())
+    for name, p in result.G_ema.named_parameters():
+        if name not in ema_names:
+            assert torch.equal(p, G_params[name]), f'{name} should be copied into G_ema'
+    assert torch.equal(result.G_ema.synthesis.b8.conv0.weight, result.G.synthesis.b8.conv0.weight)
+    assert not torch.equal(result.G_ema.synthesis.b16.conv1.weight, result.G.synthesis.b16.conv1.weight)
     for name, module in [('D', result.D), ('D_degraded', result.loss.D_degraded)]:
         before = dict(start[name].named_parameters())
         assert sum(not torch.equal(p, before[n]) for n, p in module.named_parameters()) > 0.8 * len(before), name
@@ -95,6 +103,12 @@ def test_qc_cli_errors_and_dry_run(faces16, stock16, tmp_path):
                                      '--cfg', 'tiny', '--kd-weight', '1.5', '--device', 'cpu', '--dry-run'])
     assert out.exit_code == 0, out.output
     assert 'QCStyleGAN2Loss' in out.output and '"kd_weight": 1.5' in out.output and '-qc' in out.output
+    assert '"ema": "released"' in out.output
+    out = runner.invoke(train.main, ['--outdir', str(tmp_path), '--data', faces16, '--qc', '--resume', stock16,
+                                     '--cfg', 'tiny', '--qc-ema', 'full', '--device', 'cpu', '--dry-run'])
+    assert out.exit_code == 0 and '"ema": "full"' in out.output, out.output
+    out = runner.invoke(train.main, ['--outdir', str(tmp_path), '--data', faces16, '--qc-ema', 'full', '--device', 'cpu'])
+    assert out.exit_code != 0 and 'need --qc' in out.output
 
 def test_generate_qc_pairs_and_strip(stock16, tmp_path):
     import generate

@@ -43,6 +43,11 @@ _SYM6_DEC_LO = [
 ]
 
 #----------------------------------------------------------------------------
+# Ways to execute the geometric transform (see `AugmentPipe`).
+
+_GEOM_MODES = ('official', 'exact-copy')
+
+#----------------------------------------------------------------------------
 # Presets of the training CLI's `--augpipe` option: the multiplier of every listed op is 1.
 
 def _preset(*names):
@@ -276,6 +281,13 @@ class AugmentPipe(torch.nn.Module):
         imgfilter_std:   per-band gain 2^N(0, imgfilter_std).
         noise_std:       additive noise sigma = |N(0, noise_std)|.
         cutout_size:     side of the cutout square relative to the image size.
+        geom_mode:       how the geometric transform is executed (the random draws are the same):
+                         'official' (default) resamples every image whenever a geometric op is
+                         enabled, as the official StyleGAN2-ADA pipe does: sym6 2x upsampling,
+                         bilinear warp, sym6 2x downsampling. Flips and quarter turns are then
+                         not exact copies (sym6 is not linear-phase).
+                         'exact-copy' copies images whose transform moves whole pixels only (the
+                         identity, any mix of xflip, rotate90 and xint) and resamples the rest.
     """
 
     def __init__(self,
@@ -284,6 +296,7 @@ class AugmentPipe(torch.nn.Module):
         brightness=0, contrast=0, lumaflip=0, hue=0, saturation=0, brightness_std=0.2, contrast_std=0.5, hue_max=1, saturation_std=1,
         imgfilter=0, imgfilter_bands=[1,1,1,1], imgfilter_std=1,
         noise=0, cutout=0, noise_std=0.1, cutout_size=0.5,
+        geom_mode='official',
     ):
         super().__init__()
         self.register_buffer('p', torch.ones([]))  # Overall strength; the training loop sets it in place.
@@ -326,6 +339,11 @@ class AugmentPipe(torch.nn.Module):
         self.noise_std        = float(noise_std)
         self.cutout_size      = float(cutout_size)
 
+        # Execution of the geometric transform.
+        if geom_mode not in _GEOM_MODES:
+            raise ValueError(f'geom_mode must be one of {", ".join(_GEOM_MODES)}, got {geom_mode!r}')
+        self.geom_mode        = geom_mode
+
         # sym6 low-pass for the 2x up/downsampling of the geometric pass. It is an orthogonal
         # wavelet filter, so upsampling by convolution and downsampling by correlation with it
         # reconstruct an image exactly when the transform is the identity.
@@ -349,8 +367,9 @@ class AugmentPipe(torch.nn.Module):
                               parameters for all but the discrete ops, e.g. xflip and lumaflip
                               fire for percentiles >= 0.5). Normal draws become -inf / +inf at 0 /
                               1, which is meaningful only where the limit is (saturation 0 = gray).
-                              The noise field is drawn from a fixed seed, so the output is fully
-                              deterministic.
+                              As in the official pipe, the post-rotation stays 0 (only the
+                              pre-rotation turns). The noise field is drawn from a fixed seed, so
+                              the output is fully deterministic, and no random numbers are drawn.
 
         Returns:
             Tensor of the same shape, dtype and device.
@@ -381,7 +400,8 @@ class AugmentPipe(torch.nn.Module):
         used = False
 
         # Each transform A appends its inverse on the right: G_inv = A1^-1 A2^-1 ..., i.e. the
-        # forward mapping applies A1 first.
+        # forward mapping applies A1 first. Draws, gates and matrices follow the official pipe
+        # op by op, so one torch seed gives the same augmentations.
         if self.xflip > 0:
             i = torch.floor(draw.uniform() * 2).clamp(max=1)
             i = draw.gate(i, 0, self.xflip * self.p)
@@ -391,7 +411,10 @@ class AugmentPipe(torch.nn.Module):
         if self.rotate90 > 0:
             i = torch.floor(draw.uniform() * 4).clamp(max=3)
             i = draw.gate(i, 0, self.rotate90 * self.p)
-            G_inv = G_inv @ _rotate2d_quarter(i, device)  # Output = torch.rot90(input, i, dims=[2, 3]).
+            # Output = torch.rot90(input, i, dims=[2, 3]). The official pipe builds the matrix from
+            # cos/sin of i * pi / 2 (entries like 4e-8 instead of 0), which only 'exact-copy' needs exact.
+            rot = _rotate2d_quarter(i, device) if self.geom_mode == 'exact-copy' else _rotate2d(i * (np.pi / 2), device)
+            G_inv = G_inv @ rot
             used = True
 
         if self.xint > 0:
@@ -412,7 +435,7 @@ class AugmentPipe(torch.nn.Module):
         if self.rotate > 0:
             theta = (draw.uniform() * 2 - 1) * np.pi * self.rotate_max
             theta = draw.gate(theta, 0, p_rot)
-            G_inv = G_inv @ _rotate2d(-theta, device)
+            G_inv = G_inv @ _rotate2d(theta, device)
             used = True
 
         if self.aniso > 0:
@@ -422,9 +445,10 @@ class AugmentPipe(torch.nn.Module):
             used = True
 
         if self.rotate > 0:
+            # In debug mode the official pipe turns only the pre-rotation (the post-rotation is 0).
             theta = (draw.uniform() * 2 - 1) * np.pi * self.rotate_max
-            theta = draw.gate(theta, 0, p_rot)
-            G_inv = G_inv @ _rotate2d(-theta, device)
+            theta = draw.gate(theta, 0, p_rot, enabled=False)
+            G_inv = G_inv @ _rotate2d(theta, device)
 
         if self.xfrac > 0:
             t = draw.normal(2) * self.xfrac_std
@@ -435,10 +459,13 @@ class AugmentPipe(torch.nn.Module):
         if not used:
             return images
 
-        # Images whose transform only moves whole pixels (the identity, or any combination of
-        # xflip, rotate90 and xint alone) are copied exactly; the rest are resampled. The
-        # resampling reproduces the identity and integer translations to rounding error, but not
-        # flips and quarter turns: sym6 is not linear-phase, so mirroring the upsampled image
+        if self.geom_mode == 'official':
+            return self._resample(images, G_inv)
+
+        # 'exact-copy': images whose transform only moves whole pixels (the identity, or any
+        # combination of xflip, rotate90 and xint alone) are copied exactly; the rest are resampled.
+        # The resampling reproduces the identity and integer translations to rounding error, but
+        # not flips and quarter turns: sym6 is not linear-phase, so mirroring the upsampled image
         # changes its high frequencies (errors of ~0.5 on white noise).
         blit = _is_blit(G_inv, height, width)
         out = _blit(images, G_inv)

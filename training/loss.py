@@ -59,8 +59,11 @@ class StyleGAN2Loss(Loss):
     def load_state_dict(self, state):
         self.pl_mean.copy_(state['pl_mean'].to(self.device))
 
-    def run_G(self, z, c, update_w_avg=False):
-        """z `[N, z_dim]`, c `[N, c_dim]` -> (img `[N, C, H, W]`, ws `[N, num_ws, w_dim]`), with style mixing."""
+    def run_G(self, z, c, update_w_avg=True):
+        """z `[N, z_dim]`, c `[N, c_dim]` -> (img `[N, C, H, W]`, ws `[N, num_ws, w_dim]`), with style mixing.
+
+        The mapping of z updates `G.mapping.w_avg` (in training mode) in every phase that calls this:
+        Gmain, Greg and Dmain, as in the reference; the style-mixing latents do not."""
         ws = self.G.mapping(z, c, skip_w_avg_update=not update_w_avg)
         if self.style_mixing_prob > 0:
             with torch.autograd.profiler.record_function('style_mixing'):
@@ -121,7 +124,7 @@ class StyleGAN2Loss(Loss):
         loss_Dgen = 0
         if do_Dmain:
             with torch.autograd.profiler.record_function('Dgen_forward'):
-                gen_img, _gen_ws = self.run_G(gen_z, gen_c, update_w_avg=True)
+                gen_img, _gen_ws = self.run_G(gen_z, gen_c)
                 gen_logits = self.run_D(gen_img, gen_c)
                 training_stats.report('Loss/scores/fake', gen_logits)
                 training_stats.report('Loss/signs/fake', gen_logits.sign())
@@ -165,7 +168,8 @@ class QCStyleGAN2Loss(StyleGAN2Loss):
     Distillation keeps the sharp-mode conv1 features of the DegradBlock blocks equal to the frozen
     source generator's (same ws, same noise). Path length regularisation runs in both modes with
     separate running means. Phases: Gmain, Greg, Dmain, Dreg, D_degradedmain, D_degradedreg
-    (and the *both variants). The mapping network is frozen: w_avg is not updated.
+    (and the *both variants). The mapping network's weights are frozen, but as in the released code
+    `w_avg` keeps tracking the mapped z of Gmain, Greg, Dmain and D_degradedmain.
     """
     def __init__(self, device, G, D, D_degraded, augment_pipe=None, G_teacher=None, kd_weight=3.0,
                  degraded_fake_weight=2.0, **kwargs):
@@ -199,16 +203,17 @@ class QCStyleGAN2Loss(StyleGAN2Loss):
     def sample_q(self, batch_size):
         return torch.randn([batch_size, self.G.q_dim], device=self.device)
 
-    def run_G(self, z, c, update_w_avg=False, q=None, return_features=False):
-        """(img, ws[, features]) with style mixing; q None = sharp. The mapping stays frozen."""
-        ws = self.mix_styles(z, c)
+    def run_G(self, z, c, update_w_avg=True, q=None, return_features=False):
+        """(img, ws[, features]) with style mixing; q None = sharp."""
+        ws = self.mix_styles(z, c, update_w_avg=update_w_avg)
         out = self.G.synthesis(ws, q=q, return_features=return_features)
         if return_features:
             return out[0], ws, out[1]
         return out, ws
 
-    def mix_styles(self, z, c):
-        ws = self.G.mapping(z, c, skip_w_avg_update=True)
+    def mix_styles(self, z, c, update_w_avg=True):
+        """Style-mixed ws `[N, num_ws, w_dim]`; the mapping of z (not of the mixing latents) updates w_avg."""
+        ws = self.G.mapping(z, c, skip_w_avg_update=not update_w_avg)
         if self.style_mixing_prob > 0:
             cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
             cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob, cutoff, torch.full_like(cutoff, ws.shape[1]))
@@ -217,7 +222,8 @@ class QCStyleGAN2Loss(StyleGAN2Loss):
         return ws
 
     def teacher_features(self, ws, rng_state):
-        """Conv1 features of the frozen source generator for the same ws and the same noise draws."""
+        """Conv1 features of the frozen source generator for the same ws and the same noise draws:
+        `rng_state` must be captured right before the student's synthesis call (after style mixing)."""
         devices = [self.device] if self.device.type == 'cuda' else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.set_rng_state(rng_state[0])
@@ -256,8 +262,9 @@ class QCStyleGAN2Loss(StyleGAN2Loss):
 
         # Gmain: both modes from the same ws, plus distillation of the sharp-mode features.
         if do_Gmain:
-            rng_state = self._rng_state()
-            img_sharp, ws, features = self.run_G(gen_z, gen_c, return_features=True)
+            ws = self.mix_styles(gen_z, gen_c)
+            rng_state = self._rng_state()  # After mix_styles: the teacher replays the student's noise draws.
+            img_sharp, features = self.G.synthesis(ws, return_features=True)
             img_degraded = self.G.synthesis(ws, q=self.sample_q(ws.shape[0]))
             logits_sharp = self.run_D(img_sharp, gen_c)
             logits_degraded = self.run_D_degraded(img_degraded, gen_c)

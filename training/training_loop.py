@@ -143,16 +143,24 @@ def _average_gradients(params, num_gpus):
         if p.grad is not None:
             torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
 
-def update_ema(G_ema, G, beta):
+def update_ema(G_ema, G, beta, ema_names=None):
     """G_ema's parameters <- beta * G_ema + (1 - beta) * G; buffers copied from G.
 
+    ema_names: names of the parameters that follow the EMA; the others are copied from G. None = all
+    parameters (StyleGAN2); QC-StyleGAN passes `qc.qc_ema_parameter_names()`.
     One multi-tensor (foreach) kernel per list instead of two small kernels per tensor: the
     per-tensor loop costs ~100 launches per step at 256 px.
     """
     with torch.no_grad():
-        ema_params, params = list(G_ema.parameters()), list(G.parameters())
+        ema_params, params, copied_ema, copied = [], [], [], []
+        for (name, p_ema), p in zip(G_ema.named_parameters(), G.parameters()):
+            follows = ema_names is None or name in ema_names
+            (ema_params if follows else copied_ema).append(p_ema)
+            (params if follows else copied).append(p)
         if ema_params:
             torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+        if copied_ema:
+            torch._foreach_copy_(copied_ema, copied)
         ema_buffers, buffers = list(G_ema.buffers()), list(G.buffers())
         if ema_buffers:
             torch._foreach_copy_(ema_buffers, buffers)
@@ -292,8 +300,10 @@ def training_loop(
     extra_loss_kwargs = dict(D_degraded=D_degraded, G_teacher=G_teacher) if qc_kwargs is not None else {}
     loss = dnnlib.util.construct_allowed_class(what='loss_kwargs', device=device, G=G, D=D, augment_pipe=augment_pipe, **extra_loss_kwargs, **loss_kwargs)
     G_trainable = list(G.parameters())
+    ema_names = None
     if qc_kwargs is not None:
         G_trainable = _qc_trainable_parameters(G, qc_kwargs.get('train_blocks', 3))
+        ema_names = qc_surgery.qc_ema_parameter_names(G, qc_kwargs.get('ema', 'released'))
     trained = [('G', G, G_trainable, G_opt_kwargs, G_reg_interval), ('D', D, list(D.parameters()), D_opt_kwargs, D_reg_interval)]
     if D_degraded is not None:
         trained += [('D_degraded', D_degraded, list(D_degraded.parameters()), D_opt_kwargs, D_reg_interval)]
@@ -433,7 +443,7 @@ def training_loop(
             if ema_rampup is not None:
                 ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
             ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-            update_ema(G_ema, G, ema_beta)
+            update_ema(G_ema, G, ema_beta, ema_names)
 
         # Update state.
         cur_nimg += batch_size
