@@ -422,8 +422,9 @@ def allow_class_module(module_name: str) -> None:
 def resolve_allowed_class(class_name: Any, what: str = 'class_name') -> type:
     """Resolve a class name read from a file, through the allow-list.
 
-    Accepts this project's classes (defined in `_ALLOWED_CLASS_MODULES`) and `torch.optim` optimizers;
-    with `--trust-pickle` any importable class. Raises `UntrustedFileError` (one line, naming `what`)
+    Accepts this project's classes (defined in `_ALLOWED_CLASS_MODULES`), `torch.optim` optimizers and
+    stock `torch.nn` layers (constructing them runs no code from the file); with `--trust-pickle` any
+    importable class. Raises `UntrustedFileError` (one line, naming `what`)
     for everything else and `ImportError` for names that do not resolve.
     """
     if not isinstance(class_name, str) or not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+', class_name):
@@ -432,18 +433,20 @@ def resolve_allowed_class(class_name: Any, what: str = 'class_name') -> type:
     module_name = class_name.rsplit('.', 1)[0]
     in_project = module_name in _ALLOWED_CLASS_MODULES
     is_optim = class_name.startswith('torch.optim.') and class_name.count('.') <= 3
-    if not (in_project or is_optim or trusted):
-        raise UntrustedFileError(f'{what}: refusing class "{class_name}": only this project\'s classes and torch.optim '
-                                 f'optimizers may be named by a file; {TRUST_HINT}')
+    is_layer = class_name.startswith('torch.nn.') and class_name.count('.') <= 4
+    if not (in_project or is_optim or is_layer or trusted):
+        raise UntrustedFileError(f'{what}: refusing class "{class_name}": only this project\'s classes, torch.optim '
+                                 f'optimizers and torch.nn layers may be named by a file; {TRUST_HINT}')
     obj = get_obj_by_name(class_name)
     if not trusted:
         ok = isinstance(obj, type) and f'{obj.__module__}.{obj.__qualname__}' == class_name if in_project else False
-        if is_optim:
+        if is_optim or is_layer:
             import torch  # pylint: disable=import-outside-toplevel
-            ok = isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
+            ok = isinstance(obj, type) and (issubclass(obj, torch.optim.Optimizer) if is_optim else
+                                            issubclass(obj, torch.nn.Module) and obj.__module__.startswith('torch.nn.modules.'))
         if not ok:
-            raise UntrustedFileError(f'{what}: refusing "{class_name}": not a class defined in this project or '
-                                     f'a torch.optim optimizer; {TRUST_HINT}')
+            raise UntrustedFileError(f'{what}: refusing "{class_name}": not a class defined in this project, a torch.optim '
+                                     f'optimizer or a torch.nn layer; {TRUST_HINT}')
     if not callable(obj):
         raise UntrustedFileError(f'{what}: "{class_name}" is not a class')
     return obj

@@ -266,14 +266,16 @@ def test_checkpoint_class_names_go_through_the_allow_list(tmp_path, faces16, key
     assert not marker.exists()
 
 @pytest.mark.parametrize('name', ['subprocess.run', 'os.system', 'training.training_loop.os.system', 'builtins.eval',
-                                  'dnnlib.util.Logger', 'torch.optim.Adam.__init__', 'torch.load'])
+                                  'dnnlib.util.Logger', 'torch.optim.Adam.__init__', 'torch.load', 'torch.nn.functional.conv2d',
+                                  'torch.nn.modules.module.torch.load'])
 def test_allow_list_refuses_names(name):
     with pytest.raises(dnnlib.util.UntrustedFileError) as info:
         dnnlib.util.construct_allowed_class(class_name=name, what='x.json: loss_kwargs.class_name')
     assert '\n' not in str(info.value) and 'x.json' in str(info.value)
 
 @pytest.mark.parametrize('name', ['training.loss.StyleGAN2Loss', 'training.networks.Generator', 'training.dataset.ImageFolderDataset',
-                                  'training.augment.AugmentPipe', 'torch.optim.Adam', 'torch.optim.SGD', 'training.ranger.Ranger'])
+                                  'training.augment.AugmentPipe', 'torch.optim.Adam', 'torch.optim.SGD', 'training.ranger.Ranger',
+                                  'torch.nn.Linear', 'torch.nn.Sequential'])
 def test_allow_list_accepts_project_classes(name):
     assert isinstance(dnnlib.util.resolve_allowed_class(name), type)
 
