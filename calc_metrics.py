@@ -172,7 +172,7 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
 
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', help='Network pickle: path, URL, zoo name or init:PRESET  [required]', metavar='PATH')
+@click.option('--network', 'network_spec', help='Network: pickle or weights file, URL, zoo name or init:PRESET  [required]', metavar='NETWORK')
 @click.option('--metrics', help='Comma-separated list of metrics', type=CommaSeparatedList(), default='fid50k_full', show_default=True)
 @click.option('--data', help='Dataset to evaluate against [default: look up from the network]', metavar='PATH')
 @click.option('--mirror', help='Include x-flipped reals (legacy metrics) [default: look up]', type=bool, metavar='BOOL')

@@ -134,7 +134,7 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', help='Network: path, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True)
+@click.option('--network', 'network_spec', help='Network: pickle or weights file, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True, metavar='NETWORK')
 @click.option('--seeds', type=_RangeType(), help='List of random seeds, e.g. 0-7 or 1,5,9', required=True)
 @click.option('--trunc', 'truncation_psi', type=cli.FiniteFloat(min=0, max=1), help='Truncation psi (0 = mean image, 1 = no truncation)', default=1, show_default=True)
 @click.option('--trunc-cutoff', 'truncation_cutoff', type=click.IntRange(min=1), help='Truncate only the first N ws')
@@ -218,8 +218,14 @@ def _write_outputs(outdir, seeds, sharp, degraded, strips, grid):
     if grid:
         grid_path = os.path.join(outdir, 'grid.png')
         rows = uint8_images if degraded is None else np.concatenate([uint8_images, uint8_degraded], axis=2)
-        image_utils.save_image(image_utils.make_grid(rows), grid_path)
-        print(f'Wrote {grid_path}' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
+        gw, gh = image_utils.grid_layout(len(rows))  # no empty cells
+        seed_names = [f'seed {seed}' for seed in seeds]
+        image_utils.save_labelled_grid(rows, grid_path, grid_size=(gw, gh),
+                                       col_labels=seed_names if gh == 1 else None,
+                                       title=('' if gh == 1 else f'seeds {", ".join(str(s) for s in seeds[:gw * 2])}'
+                                              f'{"..." if len(seeds) > gw * 2 else ""} (row by row)') +
+                                             (' | each cell: sharp | degraded' if degraded is not None else ''))
+        print(f'Wrote {grid_path} ({gw}x{gh})' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
 
 #----------------------------------------------------------------------------
 

@@ -7,10 +7,10 @@ fitted to the network and the true operator is applied first (ground truth known
 Examples:
 
 \b
-  python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
+  python invert.py --network ffhq.pkl --target lowres/ --method ngd --operator sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
-  python invert.py --network ffhq.pkl --target lowres/ --method dgp --degradation sr:4 --dgp-candidates 200 --outdir out
-  python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
+  python invert.py --network ffhq.pkl --target lowres/ --method dgp --operator sr:4 --dgp-candidates 200 --outdir out
+  python invert.py --network ffhq.pkl --target faces/ --method pti --operator inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
 """
 
@@ -32,10 +32,11 @@ from inversion import editing
 from inversion import methods
 from inversion import qc as qc_method
 from inversion.operators import parse_degradation
+from metrics import provenance
 from metrics import restoration
 from torch_utils import devices
 from torch_utils import misc
-from torch_utils.image_utils import make_grid, save_image, to_uint8
+from torch_utils.image_utils import save_image, save_labelled_grid, to_uint8
 
 #----------------------------------------------------------------------------
 
@@ -83,16 +84,16 @@ def save_png(img, path):
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', required=True, help='Network pickle / weights file, URL or zoo name')
+@click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--target', required=True, help='Observed image file or folder of images')
 @click.option('--method', type=click.Choice(list(methods.METHODS)), default='ngd', show_default=True, help='Inversion method')
-@click.option('--degradation', 'deg_spec', default='none', show_default=True,
-              help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
+@click.option('--operator', '--degradation', 'deg_spec', default='none', show_default=True, metavar='SPEC',
+              help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
-@click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint (QC method: gives w, q)')
+@click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
-@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed (initial latents, sampled degradations)')
 @click.option('--outdir', required=True, help='Output folder')
 @click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--save-generator', is_flag=True, help='Also save the tuned generator per image (pickle)')
@@ -111,8 +112,8 @@ def save_png(img, path):
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
-@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
-              help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
+@click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
+              help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
 @cli.trust_pickle_option
@@ -153,7 +154,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     try:
         degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
     except (ValueError, FileNotFoundError) as err:
-        raise click.BadParameter(str(err), param_hint='--degradation')
+        raise click.BadParameter(str(err), param_hint='--operator')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
     try:
         files = common.list_images(target)
@@ -171,8 +172,11 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
     try:
-        lpips = methods.build_lpips_modules([method], random_backbone=(lpips_backbone == 'random'), device=device, extra=['alex'],
-                                            seed=seed)
+        lpips_backbone = restoration.check_lpips_backbone(lpips_backbone)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--lpips-backbone')
+    try:
+        lpips = methods.build_lpips_modules([method], random_backbone=lpips_backbone, device=device, extra=['alex'], seed=seed)
     except (dnnlib.DownloadError, ImportError) as err:
         raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
@@ -193,8 +197,14 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                    images={}, skipped={})
     if method == 'dgp':
         summary['dgp_candidates'] = dgp_candidates
+    summary['provenance'] = provenance.build(
+        network=network_spec, network_resolved=legacy.resolve_network_spec(network_spec) if not str(network_spec).startswith('init:') else None,
+        lpips=[lpips['alex'], lpips['vgg']], method=method, seed=seed,
+        settings=dict(step_kwargs, **options, degradation=deg_spec, encoder=None if encoder is None else provenance.file_record(encoder.path),
+                      synthesize_degradation=bool(synthesize_degradation)))
     start = time.time()
-    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
+    show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
+    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):
         stem = os.path.splitext(os.path.basename(path))[0]
         torch.manual_seed(seed)
         try:
@@ -215,7 +225,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = methods.run(method=method, G=G, target=y, degradation=degradation, lpips=lpips, steps=step_kwargs, D=D,
-                          encoder=encoder, seed=seed, progress=True, **options)
+                          encoder=encoder, seed=seed, progress=show_progress, **options)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():
@@ -225,10 +235,12 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
         save_png(redeg, os.path.join(outdir, f'{stem}_degraded.png'))
         panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
+        labels = ['observation', 'restored', 're-degraded']
         if clean is not None:
             panel.append(clean)
-        save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
-                   os.path.join(outdir, f'{stem}_panel.png'))
+            labels.append('ground truth')
+        save_labelled_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), os.path.join(outdir, f'{stem}_panel.png'),
+                           grid_size=(len(panel), 1), col_labels=labels, title=f'{stem}: {method}, {deg_spec}')
         arrays = dict(ws=out.ws.cpu().numpy())
         if out.q is not None:
             arrays['q'] = out.q.cpu().numpy()
@@ -259,18 +271,24 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                     sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d)
                     rows.append(sharp[:, 0])
                 grid = torch.cat(rows).clamp(-1, 1)
-                save_image(make_grid(to_uint8(rgb(grid)), (3, len(rows))), os.path.join(outdir, f'{stem}_sefa.png'))
+                save_labelled_grid(to_uint8(rgb(grid)), os.path.join(outdir, f'{stem}_sefa.png'), grid_size=(3, len(rows)),
+                                   col_labels=[f'strength {-strength:g}', '0', f'strength +{strength:g}'],
+                                   row_labels=[f'SeFa {k}' for k in range(len(rows))])
             if q_ref is not None:
                 qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
                 imgs = torch.cat([gen(out.ws, q=qq)[:1] for qq in qs]).clamp(-1, 1)
                 save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
-                save_image(make_grid(to_uint8(imgs), (len(imgs), 1)), os.path.join(outdir, f'{stem}_q_interp.png'))
+                save_labelled_grid(to_uint8(imgs), os.path.join(outdir, f'{stem}_q_interp.png'), grid_size=(len(imgs), 1),
+                                   col_labels=[f'q {1 - t:.2f}:{t:.2f}' for t in np.linspace(0, 1, len(imgs))],
+                                   title='q interpolated from this image (left) to --q-from (right)')
         summary['images'][stem] = record
     summary['seconds'] = time.time() - start
     with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     done, skipped = len(summary['images']), len(summary['skipped'])
     print(f'Done: {done} image(s) restored with {method} in {summary["seconds"]:.1f} s; results in {outdir}')
+    for note in summary['provenance']['caveats']:
+        print(f'Note: {note}')
     if skipped:
         print(f'Skipped {skipped} unreadable file(s): ' + ', '.join(summary['skipped']))
     if done == 0:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import dnnlib
+import dnnlib.zoo
 from torch_utils import misc
 from torch_utils import persistence
 from training import networks
@@ -251,6 +252,9 @@ def load_network_pkl(f, force_fp16=False):
         if not _is_weights_file(data):
             raise NetworkLoadError('a zip file, not a network file (a dataset?); expected a network pickle, .pt or .safetensors file')
         result = _load_weights(data)
+        if result is None:  # a torch file holding a plain state dict (e.g. released G_teacher_*.pth.tar)
+            from training import released  # pylint: disable=import-outside-toplevel
+            result = released.network_from_state_dict_file(data)
     elif _is_safetensors(data):
         result = _load_safetensors(data)
     else:
@@ -281,8 +285,11 @@ def _load_pickle(data):
                                f'it is not a StyleGAN2-ADA/QC-StyleGAN/qcgan network pickle') from err
 
     if isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(net, _TFNetworkStub) for net in obj):
-        raise NetworkLoadError('TensorFlow StyleGAN2 pickles are not supported yet; convert it with the official '
-                               'stylegan2-ada-pytorch legacy.py first, then load the result here')
+        from training import tf_convert  # pylint: disable=import-outside-toplevel
+        try:
+            return tf_convert.convert_tf_pickle(*obj)
+        except tf_convert.TFConversionError as err:
+            raise NetworkLoadError(f'TensorFlow pickle: {err}') from None
     if not isinstance(obj, dict):
         raise NetworkLoadError(f'unrecognised pickle content ({type(obj).__name__}); expected a dict with G, D and G_ema')
     try:
@@ -422,6 +429,9 @@ def _load_weights(data):
         if 'refers to code' in str(err):
             raise UntrustedPickleError(f'refusing to load: {err}') from None
         raise NetworkLoadError(f'not a readable weights file ({err}); the file may be truncated: download or copy it again') from None
+    if isinstance(payload, dict) and payload.get('format') is None and payload and \
+            all(isinstance(k, str) and torch.is_tensor(v) for k, v in payload.items()):
+        return None  # plain state dict: the caller converts it
     if not isinstance(payload, dict) or payload.get('format') != _WEIGHTS_FORMAT:
         raise NetworkLoadError('this torch file is not a qcgan weights-only file (no "format" marker)')
     if payload.get('format_version', 0) > _WEIGHTS_VERSION:
@@ -524,12 +534,18 @@ def resolve_network_spec(spec):
     spec = str(spec)
     if spec in MODEL_ZOO:
         return MODEL_ZOO[spec]
+    if spec in dnnlib.zoo.MANUAL_FILES:
+        try:
+            return dnnlib.zoo.resolve(spec)
+        except dnnlib.zoo.ManualDownloadError as err:
+            raise NetworkLoadError(str(err)) from None
     if dnnlib.util.is_url(spec, allow_file_urls=True) or os.path.exists(spec):
         return spec
     looks_like_name = (os.sep not in spec and '/' not in spec and '.' not in spec)
     if looks_like_name:
         raise NetworkLoadError(f'unknown network "{spec}": not a file, URL or zoo name; '
-                               f'zoo names: {", ".join(MODEL_ZOO)} (or init:{"|".join(INIT_PRESETS)})')
+                               f'zoo names: {", ".join(list(MODEL_ZOO) + dnnlib.zoo.names("network") + dnnlib.zoo.names("teacher"))} '
+                               f'(or init:{"|".join(INIT_PRESETS)})')
     raise NetworkLoadError(f'network file not found: {spec}')
 
 def load_network(spec, device=None, force_fp16=False, verbose=True):

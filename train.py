@@ -26,6 +26,7 @@ import dnnlib
 import legacy
 from dnnlib import cli
 from metrics import metric_utils
+from metrics import provenance
 from torch_utils import devices
 from torch_utils import distributed
 from training import presets
@@ -156,8 +157,8 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=cli.FiniteFloat(min=0))
-@click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
-@click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
+@click.option('--teacher', help='Frozen source generator for distillation: network pickle or released G_teacher_*.pth.tar state dict [default: the resumed stock network]', metavar='PKL|PTH')
+@click.option('--degradation-preset', '--degradation', 'degradation', help='Degradation preset (name or JSON file) that degrades the real images [default: qc_stylegan_train]', metavar='PRESET')
 @click.option('--qc-ema', help='G_ema during QC fine-tuning: EMA of the last two blocks minus one conv0, rest copied (released), or of everything (full) [default: released]', type=click.Choice(['released', 'full']))
 @cli.trust_pickle_option
 def main(ctx, outdir, dry_run, **config_kwargs):
@@ -184,9 +185,29 @@ def main(ctx, outdir, dry_run, **config_kwargs):
     except (UserError, legacy.NetworkLoadError, ValueError, OSError) as err:
         raise click.ClickException(err.strerror if isinstance(err, OSError) and err.filename is None and err.strerror else str(err))
     try:
-        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run)
+        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run,
+                          options_content=options_with_provenance)
     except (UserError, distributed.LaunchError) as err:
         raise click.ClickException(str(err))
+
+def options_with_provenance(args):
+    """The options file's content: the options plus `provenance` (start network, teacher, detectors, seed)."""
+    spec = args.get('resume_pkl') or args.get('resume_checkpoint')
+    resolved = None
+    if args.get('resume_pkl') and not str(spec).startswith('init:'):
+        try:
+            resolved = legacy.resolve_network_spec(spec)
+        except legacy.NetworkLoadError:
+            pass
+    teacher = (args.get('qc_kwargs') or {}).get('teacher')
+    detectors = []
+    if args.get('metrics'):
+        opts = metric_utils.MetricOptions(device='cpu')
+        detectors = [provenance.detector_record(opts.resolve_detector(url), name=name)
+                     for name, url in metric_utils.DETECTOR_URLS.items()]
+    record = provenance.build(network=spec, network_resolved=resolved, detectors=detectors, method='train',
+                              seed=args.get('random_seed'), teacher=provenance.network_record(teacher) if teacher else None)
+    return dict(args, provenance=record)
 
 #----------------------------------------------------------------------------
 

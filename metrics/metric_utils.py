@@ -258,9 +258,14 @@ class MetricOptions:
         self.q_mode = q_mode
         self.data_loader_kwargs = data_loader_kwargs
         self._dataset = None
+        self.detectors_used = {}  # official URL -> URL or path actually loaded (provenance)
 
     def resolve_detector(self, url):
         """The URL or path actually loaded for the official detector `url` (overrides applied)."""
+        self.detectors_used[url] = resolved = self._resolve_detector(url)
+        return resolved
+
+    def _resolve_detector(self, url):
         if url in self.detector_overrides:
             return self.detector_overrides[url]
         name = detector_name_of(url)

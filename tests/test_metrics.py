@@ -296,7 +296,10 @@ def test_calc_metric_fid_pipeline_and_stats_cache(tmp_path, monkeypatch, detecto
     G = tiny_G(16)
     kwargs = dict(G=G, dataset_kwargs=dataset_kwargs(data), device=CPU, detector_overrides={'inception': file_url(detector_pt)})
     result = metric_main.calc_metric('fid100_full', **kwargs)
-    assert set(result) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus'}
+    assert set(result) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'provenance'}
+    [det] = result.provenance['detectors']  # the detector file actually used, hashed and marked as a stand-in
+    assert det['name'] == 'inception' and det['path'] == os.path.abspath(detector_pt) and len(det['sha256']) == 16
+    assert not det['official'] and 'not the official download' in result.provenance['caveats'][0]
     assert result.metric == 'fid100_full' and result.num_gpus == 1
     fid = result.results.fid100_full
     assert np.isfinite(fid) and fid > 0
@@ -346,7 +349,10 @@ def test_calc_metric_fid_pipeline_and_stats_cache(tmp_path, monkeypatch, detecto
     record = json.loads((run_dir / 'metric-fid100_full.jsonl').read_text().strip())
     assert json.loads(line) == record
     assert record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
-    assert set(record) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp'}
+    assert set(record) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp', 'provenance'}
+    assert record['provenance']['network']['spec'].endswith('network-snapshot-000000.pkl')
+    assert record['provenance']['detectors'][0]['sha256'] == result.provenance['detectors'][0]['sha256']
+    assert record['provenance']['caveats']  # the stand-in detector is marked in the printed line too
 
 
 def test_kid_pr_is_through_the_pipeline(tmp_path, detector_pt):
@@ -693,7 +699,7 @@ def test_niqe_prefers_pristine_images(niqe_model, tmp_path, monkeypatch):
     with pytest.raises(restoration.NIQEModelError) as info:
         restoration.niqe(test)
     message = str(info.value)
-    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message
+    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message and 'niqe_release.zip' in message
     assert restoration.NIQE_MODEL_ENV in message and '\n' not in message
     monkeypatch.setenv(restoration.NIQE_MODEL_ENV, str(mat))
     assert restoration.niqe(test) == pytest.approx(q_test)
