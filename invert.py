@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from inversion import common
 from inversion import editing
 from inversion import methods
@@ -205,6 +206,8 @@ def save_png(img, path):
 @click.option('--attribute', type=click.Choice(['rotate']), default=None,
               help='SPHInX: learn an attribute walk from the fit (--steps steps, else 500) and write its strip')
 @click.option('--attribute-fac', default='0,22.5,45', show_default=True, help='SPHInX: attribute factors (rotate: degrees, first 0)')
+@cli.trust_pickle_option
+@cli.os_errors_as_one_line
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
@@ -214,8 +217,17 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
+    if encoder_path is not None and method != 'qc':
+        raise click.UsageError(f'--encoder is only used by --method qc, not by --method {method}: drop --encoder or use --method qc')
+    try:
+        dnnlib.util.check_output_dir(outdir, '--outdir')
+    except OSError as err:
+        raise click.ClickException(err.strerror)
     common.compile_synthesis(compile_synthesis)
-    data = legacy.load_network(network_spec, device=device)
+    try:
+        data = legacy.load_network(network_spec, device=device)
+    except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
+        raise click.ClickException(' '.join(f'--network: {err}'.split()))
     G = data['G_ema'].eval()
     D = data.get('D')
     if not misc.is_qc(G):
@@ -270,10 +282,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                                          f'{what}; interpolate between observations of the same size', param_hint='--interpolate')
     encoder = None
     if encoder_path is not None:
-        if method != 'qc':
-            print(f'Note: --encoder initialises only --method qc (pSp / QC-StyleGAN encoders also load from Python with '
-                  f'training.encoders.load_encoder); ignored for {method}')
-        else:
+        if method == 'qc':
             try:
                 encoder = methods.load_encoder(encoder_path, G=G, device=device)
             except methods.MethodError as err:
@@ -286,7 +295,10 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         lpips_backbone = restoration.check_lpips_backbone(lpips_backbone)
     except FileNotFoundError as err:
         raise click.BadParameter(str(err), param_hint='--lpips-backbone')
-    lpips = methods.build_lpips_modules([method], random_backbone=lpips_backbone, device=device, extra=['alex'], seed=seed)
+    try:
+        lpips = methods.build_lpips_modules([method], random_backbone=lpips_backbone, device=device, extra=['alex'], seed=seed)
+    except (dnnlib.DownloadError, ImportError) as err:
+        raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
     cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
                        draws=draws)

@@ -282,8 +282,13 @@ class Colorize(Degradation):
 # Blur.
 
 def gaussian_kernel(sigma, size=None):
-    """Normalized 2-D Gaussian `[size, size]`; default size = 2 ceil(3 sigma) + 1."""
+    """Normalized 2-D Gaussian `[size, size]`; default size = 2 ceil(3 sigma) + 1. Raises ValueError
+    for a sigma that is not a positive finite number or a size below 1."""
     sigma = float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f'blur sigma must be a positive number, got {sigma:g}')
+    if size is not None and int(size) < 1:
+        raise ValueError(f'blur kernel size must be at least 1, got {size}')
     if size is None:
         size = 2 * int(math.ceil(3 * sigma)) + 1
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
@@ -814,13 +819,19 @@ def _parse_one(part, size, resolution, seed, channels=3):
         kind = args[0].lower()
         if kind in ('gauss', 'gaussian') and len(args) == 2:
             s = _number(args[1], part)
+            if not (math.isfinite(s) and s > 0):
+                raise _spec_error(part, 'the blur sigma must be a positive number')
             return Blur(gaussian_kernel(s), name=f'blur:gauss:{s:g}')
         if kind == 'motion' and len(args) in (2, 3):
             length = _number(args[1], part)
             angle = _number(args[2], part) if len(args) == 3 else 0.0
+            if not (math.isfinite(length) and length >= 1 and math.isfinite(angle)):
+                raise _spec_error(part, 'the motion length must be at least 1 pixel')
             return Blur(motion_kernel(length, angle), name=f'blur:motion:{length:g}:{angle:g}')
         if kind == 'box' and len(args) == 2:
             s = _number(args[1], part, int)
+            if s < 1:
+                raise _spec_error(part, 'the box size must be at least 1')
             return Blur(box_kernel(s), name=f'blur:box:{s}')
     raise _spec_error(part)
 
