@@ -70,6 +70,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
+from dnnlib import cli  # noqa: E402
 from inversion import common  # noqa: E402
 from inversion import methods as inversion_methods  # noqa: E402
 from inversion import qc as qc_method  # noqa: E402
@@ -560,8 +561,7 @@ def load_encoder(path, methods, G, device):
     if path is None:
         return None
     if 'qc' not in methods:
-        print('Note: --encoder is only used by the qc method; ignored')
-        return None
+        raise click.UsageError('--encoder is only used by the qc method: add qc to --methods or drop --encoder')
     try:
         return inversion_methods.load_encoder(path, G=G, device=device)
     except inversion_methods.MethodError as err:
@@ -613,6 +613,8 @@ def build_lpips_modules(methods, lpips_net, backbone, seed=0):
 @click.option('--pfid-ref', default=None, help='Ground-truth patch statistics .npz (mu, sigma) instead of computing them')
 @click.option('--no-pfid', is_flag=True, help='Skip computing pFID (values cached in summary.csv are kept)')
 @click.option('--seed', type=int, default=0, show_default=True, help='Methods seed; image i is degraded with seed + i')
+@cli.trust_pickle_option
+@cli.os_errors_as_one_line
 def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_path, outdir, device, lpips_net,
          lpips_backbone, niqe_model, niqe_patch_size, no_niqe, detector, pfid_patch, pfid_patches_per_image, pfid_ref,
          no_pfid, seed):
@@ -627,6 +629,12 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
     except FileNotFoundError as err:
         raise click.BadParameter(str(err), param_hint='--lpips-backbone')
     methods, tasks, levels = parse_methods(methods), parse_tasks(tasks), parse_levels(levels)
+    if encoder_path is not None and 'qc' not in methods:
+        raise click.UsageError('--encoder is only used by the qc method: add qc to --methods or drop --encoder')
+    try:
+        dnnlib.util.check_output_dir(outdir, '--outdir')
+    except OSError as err:
+        raise click.ClickException(err.strerror)
     try:
         step_kwargs = {m: inversion_methods.parse_steps(m, steps) for m in methods}
     except inversion_methods.MethodError as err:

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from inversion import cri, dgp, ngd, pti, qc
+from inversion import cri, dgp, ngd, pti, qc, sphinx
 from metrics import restoration
 from torch_utils import misc
 from training import encoders
@@ -47,6 +47,7 @@ METHODS = {
     'dgp': Method(dgp.invert, phases=('stage_steps',) * 5, lpips=dict(), takes=('D', 'seed', 'progress')),
     'qc': Method(qc.invert, phases=('refine_steps', 'tune_steps'), lpips=dict(lpips_module='alex'),
                  takes=('encoder', 'seed', 'progress'), needs_qc=True),
+    'sphinx': Method(sphinx.invert, phases=('steps',), lpips=dict(lpips_module='vgg')),
 }
 
 def get(name):
