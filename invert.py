@@ -220,7 +220,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
-    if encoder_path is not None and method != 'sphinx':  # sphinx refuses --encoder below, with --edit/--sefa, saying why
+    if encoder_path is not None:
         try:
             methods.check_encoder(method)
         except methods.MethodError as err:
