@@ -41,6 +41,7 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from torch_utils import devices
 from torch_utils import image_utils
 from training import degradation_sampler
@@ -299,7 +300,14 @@ def run_study(encoder, data=None, generate=None, network=None, task='fired', gro
 @click.option('--batch', help='Encoder batch size', type=int, default=32, show_default=True)
 @click.option('--controls/--no-controls', help='Also score a random-weights encoder and a raw-pixel linear probe', default=True, show_default=True)
 @click.option('--out', help='Write the report as JSON here', metavar='FILE')
+@cli.trust_pickle_option
+@cli.os_errors_as_one_line
 def main(encoder, out, **kwargs):
+    try:
+        if out is not None:
+            dnnlib.util.check_output_path(out, '--out')
+    except OSError as err:
+        raise click.ClickException(err.strerror)
     try:
         report = run_study(encoder, **kwargs)
     except (StudyError, encoders.EncoderError, legacy.NetworkLoadError, degradation_sampler.DegradationPresetError,

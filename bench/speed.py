@@ -57,6 +57,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
+from dnnlib import cli  # noqa: E402
 import legacy  # noqa: E402
 from inversion import common  # noqa: E402
 from inversion import methods  # noqa: E402
@@ -436,6 +437,7 @@ def _int_list(text, name):
               help='paper: the reference widths for the resolution; tiny: 64-channel networks (smoke tests)')
 @click.option('--isolate/--no-isolate', default=True, show_default=True, help='Measure each case in a fresh process')
 @click.option('--json', 'json_path', default=None, help='Also write the rows (and the environment) to this JSON file')
+@cli.os_errors_as_one_line
 def main(device, workloads, resolutions, batches, variants, min_seconds, extra_steps, arch, isolate, json_path):
     try:
         device = devices.parse_device(device)

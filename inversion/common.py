@@ -173,8 +173,9 @@ def observation_mask(degradation, like):
 
 
 def to_image_size(degradation, y, size):
-    """Bring an observation to `size` x `size` for display / feature comparisons."""
-    if y.shape[-1] == size and y.shape[-2] == size:
+    """Bring an observation to `size` x `size` for display / feature comparisons (a measurement
+    vector `[N, m]` through its operator's `to_image_size`: the back-projection)."""
+    if y.ndim == 4 and y.shape[-1] == size and y.shape[-2] == size:
         return y
     if degradation is not None and hasattr(degradation, 'to_image_size'):
         return degradation.to_image_size(y, size)
@@ -278,6 +279,17 @@ class LatentGenerator:
         synthesis = misc.compiled_forward(G.synthesis) if _compile_synthesis else G.synthesis
         return synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True)
 
+def initial_latent(w_init, space, num_ws, w_dim, device):
+    """An encoder's code `w_init` (W `[N, w_dim]` or W+ `[N, num_ws, w_dim]`) as a start in `space`:
+    'w' -> `[N, w_dim]` (a W+ code gives the mean of its rows); 'w+' -> `[N, num_ws, w_dim]` (a W
+    code is broadcast). Returns a detached float32 copy on `device`; ValueError on a bad shape."""
+    w = torch.as_tensor(w_init).detach().to(device=device, dtype=torch.float32)
+    if not ((w.ndim == 2 and w.shape[1] == w_dim) or (w.ndim == 3 and w.shape[1:] == (num_ws, w_dim))):
+        raise ValueError(f'initial latent must be [N, {w_dim}] (W) or [N, {num_ws}, {w_dim}] (W+), got {list(w.shape)}')
+    if space == 'w':
+        return (w.mean(dim=1) if w.ndim == 3 else w).clone()
+    return (w.unsqueeze(1).repeat([1, num_ws, 1]) if w.ndim == 2 else w).clone()
+
 #----------------------------------------------------------------------------
 # Losses shared by the tuning loops.
 
@@ -291,6 +303,8 @@ class MinSizeLPIPS(torch.nn.Module):
         self.min_size = int(min_size)
 
     def forward(self, x, y, *args, **kwargs):
+        if x.ndim == 2:  # measurement vectors `[N, m]` (compressed sensing): no perceptual distance, the MSE stands in
+            return (x - y).square().mean(1)
         side = min(x.shape[-2:])
         if side < self.min_size:
             scale = int(np.ceil(self.min_size / side))
@@ -420,6 +434,8 @@ def finish(gen, ws, q=None, G=None, history=None, loss=None, **extra):
 
 
 def check_batch(target, degradation=None):
+    if target.ndim == 2 and not getattr(degradation, 'is_image', True):
+        return  # measurement vectors `[N, m]` of a measurement operator (cs:)
     if target.ndim != 4:
         raise ValueError(f'target must be a batch [N, C, H, W], got shape {tuple(target.shape)}')
     mask = getattr(degradation, 'mask', None) if degradation is not None else None

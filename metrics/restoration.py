@@ -36,6 +36,7 @@ import scipy.special
 import torch
 
 import dnnlib
+from torch_utils import misc
 
 from . import metric_utils
 from .frechet_inception_distance import frechet_distance
@@ -184,9 +185,9 @@ def _backbone_state(net, backbone_path):
             except Exception as err:  # pylint: disable=broad-except
                 raise fail(f'not found, and the download failed: {type(err).__name__}: {" ".join(str(err).split())[:200]}') from None
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pylint: disable=broad-except
-        raise LPIPSWeightsError(f'Cannot read the LPIPS-{net} backbone weights "{path}" ({type(err).__name__}: {err}); '
+        state = misc.load_weights_only(path)
+    except (ValueError, OSError) as err:
+        raise LPIPSWeightsError(f'Cannot read the LPIPS-{net} backbone weights "{path}" ({err}); '
                                 f'delete the file and download {url} again', url=url, cache_path=path) from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']

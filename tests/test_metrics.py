@@ -218,7 +218,16 @@ def test_ppl_percentile_trimming():
 #----------------------------------------------------------------------------
 # Detectors.
 
-def test_detector_loading_forms_and_cache(tmp_path, detector_pt):
+class ScriptedDetectorPickle:
+    """Pickles as `torch.jit.load(BytesIO(<TorchScript archive>))`: a pickle of a TorchScript module."""
+    def __init__(self, archive):
+        self.archive = archive
+    def __reduce__(self):
+        return (torch.jit.load, (io.BytesIO(self.archive),))
+
+
+def test_detector_loading_forms_and_cache(tmp_path, detector_pt, monkeypatch):
+    monkeypatch.delenv('QCGAN_TRUST_PICKLE', raising=False)
     x = torch.randint(0, 256, [2, 3, 16, 16], dtype=torch.uint8)
     reference = TinyDetector()(x, return_features=True)
     by_path = metric_utils.get_feature_detector(detector_pt, device=CPU)
@@ -226,11 +235,19 @@ def test_detector_loading_forms_and_cache(tmp_path, detector_pt):
     torch.testing.assert_close(by_path(x, return_features=True), reference)
     torch.testing.assert_close(by_url(x, return_features=True), reference)
     assert metric_utils.get_feature_detector(detector_pt, device=CPU) is by_path  # cached per (url, device)
-    # Pickle form (as the stylegan3 .pkl detectors).
+    # Pickle of a TorchScript module (as the stylegan3 .pkl detectors).
     pkl = tmp_path / 'det.pkl'
-    with open(pkl, 'wb') as f:
-        pickle.dump(TinyDetector(), f)
+    with open(detector_pt, 'rb') as f:
+        pkl.write_bytes(pickle.dumps(ScriptedDetectorPickle(f.read())))
     torch.testing.assert_close(metric_utils.get_feature_detector(str(pkl), device=CPU)(x, return_features=True), reference)
+    # A pickle of an arbitrary Python class needs the opt-in.
+    custom = tmp_path / 'custom.pkl'
+    custom.write_bytes(pickle.dumps(TinyDetector()))
+    with pytest.raises(metric_utils.DetectorError, match='--trust-pickle'):
+        metric_utils.get_feature_detector(str(custom), device=CPU)
+    with monkeypatch.context() as m:
+        m.setenv('QCGAN_TRUST_PICKLE', '1')
+        torch.testing.assert_close(metric_utils.get_feature_detector(str(custom), device=CPU)(x, return_features=True), reference)
     # Bad files.
     (tmp_path / 'junk.pt').write_bytes(b'not a network')
     with pytest.raises(metric_utils.DetectorError, match='neither a TorchScript'):

@@ -115,9 +115,9 @@ def _load_imagenet_state(weights):
         if not os.path.isfile(path):
             raise EncoderError(f'backbone weights file not found: "{path}" (expected torchvision\'s {RESNET34_URL})')
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pylint: disable=broad-except
-        raise EncoderError(f'cannot read the ResNet34 weights "{path}" ({type(err).__name__}: {err}); '
+        state = misc.load_weights_only(path)
+    except (ValueError, OSError) as err:
+        raise EncoderError(f'cannot read the ResNet34 weights "{path}" ({err}); '
                            f'delete the file and save {RESNET34_URL} there again') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
@@ -499,11 +499,9 @@ def load_encoder_checkpoint(path):
         raise EncoderError(f'"{path}" is not a qcgan encoder checkpoint (not a torch file; a network pickle?): '
                            f'pass the checkpoint.pt or best.pt written by train_encoder.py')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pylint: disable=broad-except
-        first = str(err).strip().splitlines()
-        raise EncoderError(f'"{path}" is not a readable encoder checkpoint ({type(err).__name__}: '
-                           f'{(first[0] if first else "")[:160]}); the file may be truncated') from None
+        ckpt = misc.load_weights_only(path)
+    except (ValueError, OSError) as err:
+        raise EncoderError(f'"{path}" is not a readable encoder checkpoint ({err}); the file may be truncated') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != ENCODER_FORMAT:
         from training import released  # pylint: disable=import-outside-toplevel
         if released.is_psp_checkpoint(ckpt):
