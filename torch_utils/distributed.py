@@ -90,10 +90,13 @@ def process_errors(errors, temp_dir, rank, exits, wrap):
     """Inside one process: `errors` (user-facing exception types) become one line.
 
     A spawned or torchrun process (`exits`) prints it, leaves it for `launch` and exits with 1; a
-    single process re-raises it as `wrap(message)`. The process group is left on the way out.
+    single process re-raises it as `wrap(message)`. The process group is left on the way out, after a
+    barrier when every rank finished normally.
     """
     try:
         yield
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank tears the group down while another is still in a collective
     except errors as err:
         if exits:
             print(f'Error: {err}', file=sys.stderr)
