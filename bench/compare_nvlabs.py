@@ -107,16 +107,29 @@ def build(code, res, arch, source=None, seed=0):
         nets[name].load_state_dict(src.state_dict(), strict=True)
     return nets
 
-def workload_G(code, nets, res, batch):
+def workload_G(code, nets, res, batch, variant='eager'):
     G = nets['G_ema']
     z = torch.randn([batch, G.z_dim], generator=torch.Generator().manual_seed(1))
     c = torch.zeros([batch, G.c_dim])
-    def fn():
+    if variant == 'eager':
+        def fn():
+            with torch.no_grad():
+                return G(z, c, noise_mode='const')
+        return fn
+    # Our added paths (A side only): channels-last weights and activations, or torch.compile of
+    # the synthesis network (compile time excluded: the warm-up call compiles).
+    from torch_utils import misc  # pylint: disable=import-outside-toplevel
+    if 'cl' in variant.split('-'):
+        G = G.to(memory_format=torch.channels_last)
+    synthesis = misc.compiled_forward(G.synthesis) if 'compile' in variant.split('-') else G.synthesis
+    def fn_variant():
         with torch.no_grad():
-            return G(z, c, noise_mode='const')
-    return fn
+            return synthesis(G.mapping(z, c), noise_mode='const')
+    return fn_variant
 
-def workload_GD(code, nets, res, batch):
+def workload_GD(code, nets, res, batch, variant='eager'):
+    if variant != 'eager':
+        raise ValueError('the GD workload compares the eager paths only')
     G, D, G_ema = nets['G'], nets['D'], nets['G_ema']
     D.b4.mbstd.group_size = min(batch, 4)
     G.train()
@@ -194,13 +207,14 @@ def load_average():
     except OSError:
         return 'n/a'
 
-def compare(nvlabs=None, cases=DEFAULT_CASES, reps=5, arch='paper', echo=print):
+def compare(nvlabs=None, cases=DEFAULT_CASES, reps=5, arch='paper', echo=print, variant='eager'):
     """Run the cases side by side -> list of row dicts. `nvlabs`: checkout folder, or None/'self'
-    for a dry run against a second copy of our own code."""
+    for a dry run against a second copy of our own code. `variant` (G only, our side): eager,
+    cl (channels-last), compile, cl-compile."""
     ours = our_code()
     theirs = import_nvlabs(nvlabs) if nvlabs not in (None, 'self') else dnnlib.EasyDict(our_code(), name='qcgan-copy')
     rows = []
-    echo(f'A = qcgan, B = {theirs.name}{"" if theirs.name != "NVLabs" else " (" + os.path.abspath(nvlabs) + ")"}; '
+    echo(f'A = qcgan ({variant}), B = {theirs.name} (eager){"" if theirs.name != "NVLabs" else " (" + os.path.abspath(nvlabs) + ")"}; '
          f'torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load_average()}')
     header = f'{"workload":>8} {"res":>4} {"batch":>5} {"A med ms":>9} {"A min ms":>9} {"B med ms":>9} {"B min ms":>9} {"B/A med":>8} {"B/A pairs":>9} {"max|dA-B|":>9}'
     echo(header)
@@ -213,10 +227,10 @@ def compare(nvlabs=None, cases=DEFAULT_CASES, reps=5, arch='paper', echo=print):
             c = torch.zeros([1, nets_a['G'].c_dim])
             diff = float((nets_a['G'](z, c, noise_mode='const') - nets_b['G'](z, c, noise_mode='const')).abs().max())
         torch.manual_seed(0)
-        fn_a = WORKLOADS[workload](ours, nets_a, res, batch)
+        fn_a = WORKLOADS[workload](ours, nets_a, res, batch, variant=variant)
         fn_b = WORKLOADS[workload](theirs, nets_b, res, batch)
         ta, tb = interleaved(fn_a, fn_b, reps)
-        row = dict(workload=workload, resolution=res, batch=batch, reps=reps,
+        row = dict(workload=workload, resolution=res, batch=batch, reps=reps, variant=variant,
                    a_median_ms=statistics.median(ta) * 1e3, a_min_ms=min(ta) * 1e3,
                    b_median_ms=statistics.median(tb) * 1e3, b_min_ms=min(tb) * 1e3,
                    ratio_of_medians=statistics.median(tb) / statistics.median(ta),
@@ -235,12 +249,14 @@ def compare(nvlabs=None, cases=DEFAULT_CASES, reps=5, arch='paper', echo=print):
 @click.option('--cases', default=DEFAULT_CASES, show_default=True, help='Comma list of WORKLOAD:RES:BATCH')
 @click.option('--reps', type=click.IntRange(min=1), default=5, show_default=True, help='Timed A/B pairs per case')
 @click.option('--arch', type=click.Choice(['paper', 'tiny']), default='paper', show_default=True)
+@click.option('--variant', type=click.Choice(['eager', 'cl', 'compile', 'cl-compile']), default='eager', show_default=True,
+              help='Our side of the G workload: eager (the same path as NVLabs), channels-last, torch.compile')
 @click.option('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s)')
 @click.option('--json', 'json_path', default=None, help='Also write the rows to this JSON file')
-def main(nvlabs, cases, reps, arch, threads, json_path):
-    run_cli(nvlabs, cases, reps, arch, threads, json_path)
+def main(nvlabs, cases, reps, arch, variant, threads, json_path):
+    run_cli(nvlabs, cases, reps, arch, threads, json_path, variant)
 
-def run_cli(nvlabs, cases=DEFAULT_CASES, reps=5, arch='paper', threads=None, json_path=None):
+def run_cli(nvlabs, cases=DEFAULT_CASES, reps=5, arch='paper', threads=None, json_path=None, variant='eager'):
     try:
         parse_cases(cases)
     except ValueError as err:
@@ -249,7 +265,9 @@ def run_cli(nvlabs, cases=DEFAULT_CASES, reps=5, arch='paper', threads=None, jso
         raise click.BadParameter(f'{nvlabs} is not a stylegan2-ada-pytorch checkout (no training/networks.py)', param_hint='--nvlabs')
     if threads:
         torch.set_num_threads(threads)
-    rows = compare(nvlabs, cases, reps, arch, echo=lambda line: print(line, flush=True))
+    if variant != 'eager' and any(w != 'G' for w, _r, _b in parse_cases(cases)):
+        raise click.BadParameter('only the G workload has our faster variants', param_hint='--variant')
+    rows = compare(nvlabs, cases, reps, arch, echo=lambda line: print(line, flush=True), variant=variant)
     if json_path:
         os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         with dnnlib.util.atomic_write(json_path, 'w') as f:
