@@ -30,8 +30,8 @@ import legacy
 from metrics import metric_main
 from metrics import metric_utils
 from torch_utils import custom_ops
+from torch_utils import devices
 from torch_utils import distributed
-from torch_utils import image_utils
 from torch_utils import misc
 from torch_utils import training_stats
 
@@ -46,16 +46,11 @@ _USER_ERRORS = (UserError, legacy.NetworkLoadError, dnnlib.DownloadError, FileNo
 
 def subprocess_fn(rank, args, temp_dir):
     """Evaluate every requested metric in one process (rank)."""
-    if args.device_type == 'cuda':
-        device = torch.device('cuda', rank if args.num_gpus > 1 else (args.device_index or 0))
-        torch.cuda.set_device(device)
+    device = distributed.process_device(args.device_type, rank, args.num_gpus, args.device_index)
+    if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    else:
-        device = torch.device('cpu')
-        if args.num_gpus > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
 
     if args.num_gpus > 1:
         distributed.init_process_group(rank, args.num_gpus, args.device_type, temp_dir)
@@ -110,7 +105,7 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
     if gpus < 1:
         raise UserError(f'--gpus must be at least 1, got {gpus}')
 
-    dev = image_utils.parse_device(device)
+    dev = devices.parse_device(device)
     args.device_type = dev.type
     args.device_index = dev.index
     if dev.type == 'cuda' and gpus > torch.cuda.device_count():
@@ -179,7 +174,7 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
 @click.option('--data', help='Dataset to evaluate against [default: look up from the network]', metavar='PATH')
 @click.option('--mirror', help='Include x-flipped reals (legacy metrics) [default: look up]', type=bool, metavar='BOOL')
 @click.option('--gpus', help='Number of processes (GPUs, or CPU processes with --device cpu)', type=int, default=1, show_default=True, metavar='INT')
-@click.option('--device', help='auto, cpu, cuda or cuda:N', default='auto', show_default=True, metavar='DEV')
+@click.option('--device', help=devices.DEVICE_HELP, default='auto', show_default=True, metavar='DEV')
 @click.option('--detector-inception', help='Local file or URL of inception-2015-12-05 (.pt or .pkl)', metavar='PATH')
 @click.option('--detector-vgg', help='Local file or URL of vgg16 (.pt or .pkl)', metavar='PATH')
 @click.option('--q-mode', help='Quality code of QC networks: sharp (q=0) or degraded (q~N(0,I)) [default: sharp]', type=click.Choice(['sharp', 'degraded']))

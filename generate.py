@@ -16,6 +16,7 @@ import torch
 
 import dnnlib
 import legacy
+from torch_utils import devices
 from torch_utils import image_utils
 from torch_utils import misc
 
@@ -139,7 +140,7 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label (conditional networks)')
 @click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
 @click.option('--outdir', help='Where to save the output images', type=str, required=True, metavar='DIR')
-@click.option('--device', help='cpu, cuda, cuda:N or auto', default='auto', show_default=True)
+@click.option('--device', help=devices.DEVICE_HELP, default='auto', show_default=True)
 @click.option('--grid', help='Also save all images as one grid.png', is_flag=True)
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), help='Images per forward pass', default=8, show_default=True)
 @click.option('--q', 'q_spec', help='QC networks: degraded-image quality code: random, seed:K or FILE.npy ([q_dim] or [N, q_dim]); zero = sharp only', default='random', show_default=True)
@@ -155,7 +156,7 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
     kwargs = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
                   noise_mode=noise_mode, batch_size=batch_size)
     try:
-        device = image_utils.parse_device(device)
+        device = devices.parse_device(device)
         print(f'Loading network "{network_spec}" on {device}...')
         G = legacy.load_network(network_spec, device=device)['G_ema']
         if compile_synthesis:  # this G is never saved, so an instance-level forward is harmless

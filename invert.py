@@ -22,69 +22,33 @@ import time
 import click
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import dnnlib
 import legacy
 from inversion import common
+from inversion import editing
+from inversion import methods
+from inversion import qc as qc_method
+from inversion.operators import parse_degradation
+from metrics import restoration
+from torch_utils import devices
 from torch_utils import misc
-from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8
-
-METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
-STEP_NAMES = dict(pti=('pivot_steps', 'tune_steps'), cri=('offset_steps', 'tune_steps'),
-                  ngd=('steps',) * 3, dgp=('stage_steps',) * 5, qc=('refine_steps', 'tune_steps'))
+from torch_utils.image_utils import make_grid, save_image, to_uint8
 
 #----------------------------------------------------------------------------
 
 def parse_steps(method, text):
-    """'N' -> every phase N; 'A,B,...' -> one value per phase of the method."""
-    if text is None:
-        return {}
+    """--steps for `method` -> its invert() keywords (see `methods.parse_steps`)."""
     try:
-        values = [int(v) for v in str(text).split(',') if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f'"{text}" is not an integer or a comma-separated list of integers', param_hint='--steps')
-    if any(v < 0 for v in values) or not values:
-        raise click.BadParameter('step counts must be non-negative integers', param_hint='--steps')
-    names = STEP_NAMES[method]
-    if len(values) == 1:
-        values = values * len(names)
-    if len(values) != len(names):
-        raise click.BadParameter(f'--method {method} has {len(names)} phases ({", ".join(names)}); got {len(values)} values',
-                                 param_hint='--steps')
-    if method == 'ngd':
-        return dict(steps=tuple(values))
-    if method == 'dgp':
-        return dict(stage_steps=tuple(values))
-    return dict(zip(names, values))
+        return methods.parse_steps(method, text)
+    except methods.MethodError as err:
+        raise click.BadParameter(str(err), param_hint='--steps')
 
-
-def build_lpips(net, random_backbone, seed=0):
-    """LPIPS-`net`; a random backbone is drawn from `seed` (the same numbers on every run)."""
-    from metrics.restoration import LPIPS
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed) + (0 if net == 'alex' else 1))
-        return LPIPS(net=net, pnet_rand=random_backbone)
-
-
-def run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, steps, encoder, seed, w_space, locality,
-               cri_samples, progress, dgp_candidates=500):
-    """One method on a batch. `locality`: None = the method's default (off for PTI, on for CRI and QC)."""
-    from inversion import cri, dgp, ngd, pti, qc
-    kw = dict(steps)
-    if locality is not None and method in ('pti', 'cri', 'qc'):
-        kw['locality'] = bool(locality)
-    if method == 'pti':
-        return pti.invert(G, y, degradation, lpips_alex, lpips_pivot=lpips_vgg, space=w_space, seed=seed,
-                          progress=progress, **kw)
-    if method == 'cri':
-        return cri.invert(G, y, degradation, lpips_alex, vgg=lpips_vgg, num_samples=cri_samples, seed=seed,
-                          progress=progress, **kw)
-    if method == 'ngd':
-        return ngd.invert(G, y, degradation, lpips_vgg, progress=progress, **kw)
-    if method == 'dgp':
-        return dgp.invert(G, y, degradation, D=D, num_candidates=dgp_candidates, seed=seed, progress=progress, **kw)
-    return qc.invert(G, y, degradation, lpips_alex, encoder=encoder, seed=seed, progress=progress, **kw)
-
+# invert.py options that go to one method's invert() (by method: invert() keyword -> option); an
+# option left at None keeps the method's default.
+METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality'), cri=dict(num_samples='cri_samples', locality='locality'),
+                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(locality='locality'))
 
 def find_ground_truth(spec, stem):
     if spec is None:
@@ -120,7 +84,7 @@ def save_png(img, path):
 @click.command(help=__doc__)
 @click.option('--network', 'network_spec', required=True, help='Network pickle / weights file, URL or zoo name')
 @click.option('--target', required=True, help='Observed image file or folder of images')
-@click.option('--method', type=click.Choice(METHODS), default='ngd', show_default=True, help='Inversion method')
+@click.option('--method', type=click.Choice(list(methods.METHODS)), default='ngd', show_default=True, help='Inversion method')
 @click.option('--degradation', 'deg_spec', default='none', show_default=True,
               help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
@@ -129,7 +93,7 @@ def save_png(img, path):
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
 @click.option('--seed', type=int, default=0, show_default=True)
 @click.option('--outdir', required=True, help='Output folder')
-@click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N')
+@click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--save-generator', is_flag=True, help='Also save the tuned generator per image (pickle)')
 @click.option('--ground-truth', 'gt_spec', default=None, help='Clean image file or folder (matched by file stem): PSNR/SSIM/LPIPS')
 @click.option('--synthesize-degradation', is_flag=True, help='Targets are clean: apply the true degradation first')
@@ -153,13 +117,8 @@ def save_png(img, path):
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False):
-    from inversion.operators import parse_degradation
-    from inversion import editing, qc as qc_method
-    from metrics import restoration
-    from tqdm import tqdm
-
     try:
-        device = parse_device(device)
+        device = devices.parse_device(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
@@ -167,9 +126,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     data = legacy.load_network(network_spec, device=device)
     G = data['G_ema'].eval()
     D = data.get('D')
-    is_qc = misc.is_qc(G)
-    if not is_qc:
-        bad = [opt for opt, val in (('--method qc', method == 'qc'), ('--q-from', q_from)) if val]
+    if not misc.is_qc(G):
+        bad = [opt for opt, val in ((f'--method {method}', methods.get(method).needs_qc), ('--q-from', q_from)) if val]
         if bad:
             raise click.UsageError(f'{", ".join(bad)}: only for QC-StyleGAN networks (q_dim > 0); {network_spec} is a plain StyleGAN2 network')
     if q_from and method != 'qc':
@@ -194,18 +152,19 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if method != 'qc':
             print(f'Note: --encoder is only used by --method qc; ignored for {method}')
         else:
-            from training.encoders import load_encoder
-            try:  # EncoderError is a ValueError: another network's checkpoint, unreadable file, ...
-                encoder = load_encoder(encoder_path, G=G, device=device)
-            except (ValueError, FileNotFoundError) as err:
+            try:
+                encoder = methods.load_encoder(encoder_path, G=G, device=device)
+            except methods.MethodError as err:
                 raise click.ClickException(f'--encoder: {err}')
     try:
         direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
-    random_backbone = lpips_backbone == 'random'
-    lpips_alex = build_lpips('alex', random_backbone, seed).to(device)
-    lpips_vgg = build_lpips('vgg', random_backbone, seed).to(device) if method in ('ngd', 'pti', 'cri') else None
+    lpips = methods.build_lpips_modules([method], random_backbone=(lpips_backbone == 'random'), device=device, extra=['alex'],
+                                        seed=seed)
+    lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
+    cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates)
+    options = {key: cli_options[name] for key, name in METHOD_OPTIONS.get(method, {}).items() if cli_options[name] is not None}
     os.makedirs(outdir, exist_ok=True)
 
     q_ref = None
@@ -213,7 +172,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         y_ref, notes = common.load_target(q_from, size=obs_size, device=device)
         for n in notes:
             print(f'Note: {q_from}: {n}')
-        q_ref = qc_method.invert(G, y_ref, degradation, lpips_alex, encoder=encoder, seed=seed, **step_kwargs).q
+        q_ref = methods.run(method='qc', G=G, target=y_ref, degradation=degradation, lpips=lpips, steps=step_kwargs,
+                            encoder=encoder, seed=seed).q
 
     summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
                    synthesize_degradation=bool(synthesize_degradation), encoder=encoder_path, locality=locality,
@@ -241,8 +201,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         gt_path = find_ground_truth(gt_spec, stem)
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
-        out = run_method(method, G, D, y, degradation, lpips_alex, lpips_vgg, step_kwargs, encoder, seed, w_space,
-                         locality, cri_samples, progress=True, dgp_candidates=dgp_candidates)
+        out = methods.run(method=method, G=G, target=y, degradation=degradation, lpips=lpips, steps=step_kwargs, D=D,
+                          encoder=encoder, seed=seed, progress=True, **options)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():

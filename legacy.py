@@ -29,6 +29,7 @@ import torch
 import dnnlib
 from torch_utils import misc
 from torch_utils import persistence
+from training import networks
 
 #----------------------------------------------------------------------------
 # Model zoo: short names usable wherever a network is taken.
@@ -56,16 +57,17 @@ MODEL_ZOO = {
 #----------------------------------------------------------------------------
 # Architectures for `init:NAME`: freshly initialised networks (random weights).
 
-def _arch(res, channel_base, channel_max, map_layers, w_dim=512, mbstd=4, fp16=4, img_channels=3):
+def make_arch(res, channel_base, channel_max, map_layers, w_dim=512, mbstd=4, fp16=4, img_channels=3):
+    """The architecture fields `network_kwargs_from_arch` reads (an EasyDict)."""
     return dnnlib.EasyDict(resolution=res, img_channels=img_channels, z_dim=w_dim, w_dim=w_dim,
         channel_base=channel_base, channel_max=channel_max, map_layers=map_layers, mbstd=mbstd, num_fp16_res=fp16)
 
 INIT_PRESETS = {
-    'tiny32':       _arch(32,   channel_base=2048,  channel_max=64,  map_layers=2, w_dim=64),
-    'tiny64':       _arch(64,   channel_base=4096,  channel_max=64,  map_layers=2, w_dim=64),
-    'paper256':     _arch(256,  channel_base=16384, channel_max=512, map_layers=8, mbstd=8),
-    'paper512':     _arch(512,  channel_base=32768, channel_max=512, map_layers=8, mbstd=8),
-    'stylegan2-1024': _arch(1024, channel_base=32768, channel_max=512, map_layers=8),
+    'tiny32':       make_arch(32,   channel_base=2048,  channel_max=64,  map_layers=2, w_dim=64),
+    'tiny64':       make_arch(64,   channel_base=4096,  channel_max=64,  map_layers=2, w_dim=64),
+    'paper256':     make_arch(256,  channel_base=16384, channel_max=512, map_layers=8, mbstd=8),
+    'paper512':     make_arch(512,  channel_base=32768, channel_max=512, map_layers=8, mbstd=8),
+    'stylegan2-1024': make_arch(1024, channel_base=32768, channel_max=512, map_layers=8),
 }
 
 def network_kwargs_from_arch(arch, c_dim=0):
@@ -82,7 +84,6 @@ def network_kwargs_from_arch(arch, c_dim=0):
 
 def init_network(name, seed=0):
     """Freshly initialised `{G, D, G_ema}` for the architecture `INIT_PRESETS[name]`."""
-    from training import networks
     if name not in INIT_PRESETS:
         raise NetworkLoadError(f'unknown init preset "{name}"; choose from: {", ".join(INIT_PRESETS)}')
     G_kwargs, D_kwargs = network_kwargs_from_arch(INIT_PRESETS[name])

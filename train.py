@@ -21,329 +21,35 @@ import json
 import os
 
 import click
-import torch
 
 import dnnlib
 import legacy
-from torch_utils import custom_ops
+from metrics import metric_utils
+from torch_utils import devices
 from torch_utils import distributed
-from torch_utils import image_utils
-from torch_utils import training_stats
+from training import presets
+from training import training_loop
+from training.dataset import DatasetError
 
 #----------------------------------------------------------------------------
 
-class UserError(Exception):
-    """Bad options or data: reported as a one-line error."""
-
-#----------------------------------------------------------------------------
-# Presets (the reference cfg_specs, plus 'tiny' for CPU).
-
-CFG_SPECS = {
-    'auto':      dict(ref_gpus=-1, kimg=25000,  mb=-1, mbstd=-1, fmaps=-1,  lrate=-1,     gamma=-1,   ema=-1,  ramp=0.05, map=2),
-    'stylegan2': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,   lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=8),
-    'paper256':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=0.5, lrate=0.0025, gamma=1,    ema=20,  ramp=None, map=8),
-    'paper512':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=1,   lrate=0.0025, gamma=0.5,  ema=20,  ramp=None, map=8),
-    'paper1024': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,   lrate=0.002,  gamma=2,    ema=10,  ramp=None, map=8),
-    'cifar':     dict(ref_gpus=2,  kimg=100000, mb=64, mbstd=32, fmaps=1,   lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2),
-    # Small enough to learn the 100 embedded 32x32 faces on 2 CPU cores in about ten minutes.
-    'tiny':      dict(ref_gpus=1,  kimg=10,     mb=16, mbstd=4,  fmaps=0.03125, lrate=0.0025, gamma=0.05, ema=1, ramp=0.05, map=2,
-                      w_dim=128, channel_max=64, num_fp16_res=0, grid=(8, 4), tick_kimg=1),
-}
-
-RESUME_SPECS = ['ffhq256', 'ffhq512', 'ffhq1024', 'celebahq256', 'lsundog256']
-
-AUGPIPES = ['blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc']
+UserError = presets.ConfigError  # bad options or data: reported as a one-line error
+CFG_SPECS, RESUME_SPECS, AUGPIPES = presets.CFG_SPECS, presets.RESUME_SPECS, presets.AUGPIPES
+setup_training_loop_kwargs = presets.setup_training_loop_kwargs
 
 # Options that may differ when continuing a checkpoint exactly (they do not change the training math).
 EXACT_RESUME_OVERRIDABLE = {'outdir', 'kimg', 'snap', 'metrics', 'workers', 'dry_run', 'device', 'resume', 'data', 'gpus', 'qc'}
 
 #----------------------------------------------------------------------------
 
-def setup_training_loop_kwargs(
-    data, gpus=1, snap=None, metrics=None, seed=None, cond=None, subset=None, mirror=None, cfg=None,
-    gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None, resume=None,
-    freezed=None, fp32=None, nhwc=None, allow_tf32=None, nobench=None, workers=None, device=None,
-    qc=None, q_dim=None, qc_blocks=None, train_blocks=None, kd_weight=None, teacher=None, degradation=None, qc_ema=None,
-):
-    """Turn CLI options into (run description, training_loop kwargs). Raises UserError on bad input."""
-    args = dnnlib.EasyDict()
-
-    # General options.
-    if gpus is None:
-        gpus = 1
-    if not (gpus >= 1 and gpus & (gpus - 1) == 0):
-        raise UserError('--gpus must be a power of two')
-    args.num_gpus = gpus
-    if snap is None:
-        snap = 50
-    if snap < 1:
-        raise UserError('--snap must be at least 1')
-    args.image_snapshot_ticks = snap
-    args.network_snapshot_ticks = snap
-    if metrics is None:
-        metrics = []
-    args.metrics = metrics
-    if metrics:
-        try:
-            from metrics import metric_main
-        except ImportError:
-            metric_main = None
-        known = metric_main.list_valid_metrics() if metric_main is not None and hasattr(metric_main, 'list_valid_metrics') else []
-        unknown = [m for m in metrics if m not in known]
-        if unknown:
-            raise UserError(f'--metrics: unknown metric(s) {", ".join(unknown)}; available: {", ".join(known) or "none yet"}')
-    if seed is None:
-        seed = 0
-    args.random_seed = seed
-
-    # Dataset.
-    if data is None:
-        raise UserError('--data is required')
-    args.training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=False, max_size=None, xflip=False)
-    args.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=3, prefetch_factor=2)
-    try:
-        training_set = dnnlib.util.construct_class_by_name(**args.training_set_kwargs)
-        args.training_set_kwargs.resolution = training_set.resolution
-        args.training_set_kwargs.max_size = len(training_set)
-        desc = training_set.name
-        del training_set
-    except (IOError, OSError, ValueError) as err:
-        raise UserError(f'--data: {err}') from err
-
-    if cond is None:
-        cond = False
-    if cond:
-        try:
-            labelled = dnnlib.util.construct_class_by_name(**dict(args.training_set_kwargs, use_labels=True))
-            has_labels = labelled.has_labels
-            del labelled
-        except (IOError, OSError, ValueError) as err:
-            raise UserError(f'--cond: {err}') from err
-        if not has_labels:
-            raise UserError(f'--cond=True requires labels in dataset.json of {data}; add them (dataset_tool.py carries them over) or train without --cond')
-        args.training_set_kwargs.use_labels = True
-        desc += '-cond'
-    else:
-        args.training_set_kwargs.use_labels = False
-
-    if subset is not None:
-        if not 1 <= subset <= args.training_set_kwargs.max_size:
-            raise UserError(f'--subset must be between 1 and {args.training_set_kwargs.max_size}')
-        desc += f'-subset{subset}'
-        if subset < args.training_set_kwargs.max_size:
-            args.training_set_kwargs.max_size = subset
-            args.training_set_kwargs.random_seed = args.random_seed
-
-    if mirror is None:
-        mirror = False
-    if mirror:
-        desc += '-mirror'
-        args.training_set_kwargs.xflip = True
-
-    # Base config.
-    if cfg is None:
-        cfg = 'auto'
-    desc += f'-{cfg}'
-    spec = dnnlib.EasyDict(CFG_SPECS[cfg])
-    res = args.training_set_kwargs.resolution
-    if cfg == 'auto':
-        desc += f'{gpus:d}'
-        spec.ref_gpus = gpus
-        spec.mb = max(min(gpus * min(4096 // res, 32), 64), gpus)
-        spec.mbstd = min(spec.mb // gpus, 4)
-        spec.fmaps = 1 if res >= 512 else 0.5
-        spec.lrate = 0.002 if res >= 1024 else 0.0025
-        spec.gamma = 0.0002 * (res ** 2) / spec.mb
-        spec.ema = spec.mb * 10 / 32
-    if spec.mb % gpus != 0 and batch is None:
-        spec.ref_gpus = gpus
-    w_dim = spec.get('w_dim', 512)
-
-    args.G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=w_dim, w_dim=w_dim,
-                                    mapping_kwargs=dnnlib.EasyDict(), synthesis_kwargs=dnnlib.EasyDict())
-    args.D_kwargs = dnnlib.EasyDict(class_name='training.networks.Discriminator', block_kwargs=dnnlib.EasyDict(),
-                                    mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict())
-    channel_max = spec.get('channel_max', 512)
-    args.G_kwargs.synthesis_kwargs.channel_base = args.D_kwargs.channel_base = int(spec.fmaps * 32768)
-    args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = channel_max
-    args.G_kwargs.mapping_kwargs.num_layers = spec.map
-    num_fp16_res = spec.get('num_fp16_res', 4)
-    args.G_kwargs.synthesis_kwargs.num_fp16_res = args.D_kwargs.num_fp16_res = num_fp16_res
-    args.G_kwargs.synthesis_kwargs.conv_clamp = args.D_kwargs.conv_clamp = 256 if num_fp16_res > 0 else None
-    args.D_kwargs.epilogue_kwargs.mbstd_group_size = spec.mbstd
-
-    args.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
-    args.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
-    args.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
-
-    args.total_kimg = spec.kimg
-    args.batch_size = spec.mb
-    args.batch_gpu = spec.mb // spec.ref_gpus
-    args.ema_kimg = spec.ema
-    args.ema_rampup = spec.ramp
-    if 'grid' in spec:
-        args.image_grid_size = list(spec.grid)
-    if 'tick_kimg' in spec:
-        args.kimg_per_tick = spec.tick_kimg
-
-    if cfg == 'cifar':
-        args.loss_kwargs.pl_weight = 0  # disable path length regularization
-        args.loss_kwargs.style_mixing_prob = 0  # disable style mixing
-        args.D_kwargs.architecture = 'orig'  # disable residual skip connections
-
-    if gamma is not None:
-        if gamma < 0:
-            raise UserError('--gamma must be non-negative')
-        desc += f'-gamma{gamma:g}'
-        args.loss_kwargs.r1_gamma = gamma
-
-    if kimg is not None:
-        if kimg < 1:
-            raise UserError('--kimg must be at least 1')
-        desc += f'-kimg{kimg:d}'
-        args.total_kimg = kimg
-
-    if batch is not None:
-        if not (batch >= 1 and batch % gpus == 0):
-            raise UserError(f'--batch {batch} must be at least 1 and divisible by --gpus {gpus}')
-        desc += f'-batch{batch}'
-        args.batch_size = batch
-        args.batch_gpu = batch // gpus
-    if args.batch_size % gpus != 0:
-        raise UserError(f'the batch size {args.batch_size} of --cfg {cfg} is not divisible by --gpus {gpus}; pass --batch')
-    args.batch_gpu = min(args.batch_gpu, args.batch_size // gpus)
-    if (args.batch_size // gpus) % args.batch_gpu != 0:
-        args.batch_gpu = args.batch_size // gpus
-    args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu)
-
-    # Discriminator augmentation.
-    if aug is None:
-        aug = 'ada'
-    else:
-        desc += f'-{aug}'
-    if aug == 'ada':
-        args.ada_target = 0.6
-    elif aug == 'noaug':
-        pass
-    elif aug == 'fixed':
-        if p is None:
-            raise UserError(f'--aug={aug} requires specifying --p')
-    if p is not None:
-        if aug != 'fixed':
-            raise UserError('--p can only be specified with --aug=fixed')
-        if not 0 <= p <= 1:
-            raise UserError('--p must be between 0 and 1')
-        desc += f'-p{p:g}'
-        args.augment_p = p
-    if target is not None:
-        if aug != 'ada':
-            raise UserError('--target can only be specified with --aug=ada')
-        if not 0 <= target <= 1:
-            raise UserError('--target must be between 0 and 1')
-        desc += f'-target{target:g}'
-        args.ada_target = target
-
-    assert augpipe is None or isinstance(augpipe, str)
-    if augpipe is None:
-        augpipe = 'bgc'
-    else:
-        if aug == 'noaug':
-            raise UserError('--augpipe cannot be specified with --aug=noaug')
-        desc += f'-{augpipe}'
-    if aug != 'noaug':
-        from training import augment
-        args.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **augment.augpipe_specs[augpipe])
-
-    # Transfer learning.
-    if resume is None or resume == 'noresume':
-        pass
-    else:
-        if resume in RESUME_SPECS:
-            desc += f'-resume{resume}'
-        else:
-            desc += '-resumecustom'
-        args.resume_pkl = resume
-        args.ada_kimg = 100  # make ADA react faster at the beginning
-        args.ema_rampup = None  # disable EMA rampup
-
-    if freezed is not None:
-        if freezed < 0:
-            raise UserError('--freezed must be non-negative')
-        desc += f'-freezed{freezed:d}'
-        args.D_kwargs.block_kwargs.freeze_layers = freezed
-
-    # Performance options.
-    if fp32:
-        args.G_kwargs.synthesis_kwargs.num_fp16_res = args.D_kwargs.num_fp16_res = 0
-        args.G_kwargs.synthesis_kwargs.conv_clamp = args.D_kwargs.conv_clamp = None
-    if nhwc:
-        args.G_kwargs.synthesis_kwargs.fp16_channels_last = args.D_kwargs.block_kwargs.fp16_channels_last = True
-    if nobench:
-        args.cudnn_benchmark = False
-    if allow_tf32:
-        args.allow_tf32 = True
-    if workers is not None:
-        if workers < 0:
-            raise UserError('--workers must be non-negative')
-        args.data_loader_kwargs.num_workers = workers
-        if workers == 0:
-            args.data_loader_kwargs.pop('prefetch_factor', None)
-
-    # QC-StyleGAN fine-tuning.
-    if qc:
-        if resume is None or resume == 'noresume':
-            raise UserError('--qc fine-tunes a pretrained network: pass --resume (a StyleGAN2(-ADA) or QC-StyleGAN pickle, URL or zoo name)')
-        q_dim = 16 if q_dim is None else q_dim
-        if q_dim < 1:
-            raise UserError('--q-dim must be at least 1')
-        args.qc_kwargs = dnnlib.EasyDict(q_dim=q_dim, qc_blocks=2 if qc_blocks is None else qc_blocks, degrad_width=16, degrad_layers=3,
-                                         train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher,
-                                         ema=qc_ema or 'released')
-        if args.qc_kwargs.train_blocks < args.qc_kwargs.qc_blocks:
-            raise UserError(f'--train-blocks ({args.qc_kwargs.train_blocks}) must include the {args.qc_kwargs.qc_blocks} DegradBlock blocks (--qc-blocks)')
-        args.training_set_kwargs.degradation = degradation or 'qc_stylegan_train'
-        try:
-            from training import degradation_sampler
-            degradation_sampler.load_preset(args.training_set_kwargs.degradation)
-        except (ValueError, OSError) as err:
-            raise UserError(f'--degradation: {err}') from err
-        args.loss_kwargs.class_name = 'training.loss.QCStyleGAN2Loss'
-        args.loss_kwargs.kd_weight = 3.0 if kd_weight is None else kd_weight
-        desc += '-qc'
-    elif any(v is not None for v in [q_dim, qc_blocks, train_blocks, kd_weight, teacher, degradation, qc_ema]):
-        raise UserError('--q-dim, --qc-blocks, --train-blocks, --kd-weight, --teacher, --degradation and --qc-ema need --qc')
-
-    try:
-        dev = image_utils.parse_device(device or 'auto')
-    except ValueError as err:
-        raise UserError(str(err)) from err
-    args.device_type = dev.type
-    if dev.type == 'cpu':
-        args.data_loader_kwargs.pin_memory = False
-    return desc, args
-
-#----------------------------------------------------------------------------
-
 def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
-    """Run the training loop in one process (rank) with logging and distributed setup."""
-    from training import training_loop
-    from training.dataset import DatasetError
-    if local_rank is None:
-        local_rank = rank
-    dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True)
-
-    device = distributed.process_device(args.device_type, local_rank, args.num_gpus)
-    if args.num_gpus > 1 and not torchrun:
-        distributed.init_process_group(rank, args.num_gpus, args.device_type, temp_dir)
-    sync_device = device if args.num_gpus > 1 else None
-    training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
-    if rank != 0:
-        custom_ops.verbosity = 'none'
-
-    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'run_dir_name']}
-    errors = (training_loop.TrainingDiverged, training_loop.SnapshotWriteError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError)
-    with distributed.process_errors(errors, temp_dir, rank, exits=(args.num_gpus > 1 or torchrun), wrap=UserError):
+    """Run the training loop in one process (rank); see `distributed.run_process`."""
+    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'device_index', 'run_dir_name']}
+    def loop(rank, device):
         training_loop.training_loop(rank=rank, device=device, training_options=copy.deepcopy(dict(args)), **loop_kwargs)
+    errors = (training_loop.TrainingDiverged, training_loop.SnapshotWriteError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError,
+              metric_utils.MetricDataError)
+    distributed.run_process(loop, rank, args, temp_dir, local_rank=local_rank, torchrun=torchrun, errors=errors, wrap=UserError)
 
 #----------------------------------------------------------------------------
 
@@ -364,7 +70,6 @@ def print_options(args, desc):
 
 def exact_resume_args(ckpt_path, cli, explicit):
     """Training options from a checkpoint, with the few options that may change taken from the CLI."""
-    from training import training_loop
     ckpt = training_loop.load_checkpoint(ckpt_path)
     options = ckpt.get('training_options_json')
     if options is None:
@@ -387,18 +92,11 @@ def exact_resume_args(ckpt_path, cli, explicit):
         args.data_loader_kwargs.num_workers = cli['workers']
     if 'data' in explicit and cli['data'] is not None:
         args.training_set_kwargs.path = cli['data']
-    if 'gpus' in explicit and cli['gpus'] != args.num_gpus:
-        print(f'Note: the checkpoint was trained with {args.num_gpus} processes; continuing with {cli["gpus"]} '
-              f'changes the per-rank data shards and random streams (not an exact continuation).')
-        args.num_gpus = cli['gpus']
-        if args.batch_size % args.num_gpus != 0:
-            raise UserError(f'the batch size {args.batch_size} is not divisible by --gpus {args.num_gpus}')
-        args.batch_gpu = min(args.batch_gpu, args.batch_size // args.num_gpus)
-    if 'device' in explicit:
-        try:
-            args.device_type = image_utils.parse_device(cli['device']).type
-        except ValueError as err:
-            raise UserError(str(err)) from err
+    try:
+        distributed.continue_run(args, explicit, cli['gpus'], cli['device'])
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    args.batch_gpu = min(args.batch_gpu, args.batch_size // args.num_gpus)
     args.pop('resume_pkl', None)
     args.resume_checkpoint = os.path.abspath(ckpt_path)
     return args
@@ -422,7 +120,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--metrics', help='Comma-separated list or "none" [default: none]', type=CommaSeparatedList())
 @click.option('--seed', help='Random seed [default: 0]', type=int, metavar='INT')
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
-@click.option('--device', help='auto, cuda or cpu [default: auto]', metavar='DEV')
+@click.option('--device', help=f'{devices.DEVICE_HELP} [default: auto]', metavar='DEV')
 # Dataset.
 @click.option('--data', help='Training data (directory or zip)', metavar='PATH')
 @click.option('--cond', help='Train conditional model based on dataset labels [default: false]', type=bool, metavar='BOOL')
@@ -457,68 +155,24 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
 @click.option('--qc-ema', help='G_ema during QC fine-tuning: EMA of the last two blocks minus one conv0, rest copied (released), or of everything (full) [default: released]', type=click.Choice(['released', 'full']))
 def main(ctx, outdir, dry_run, **config_kwargs):
-    from training import training_loop
-    torchrun = distributed.started_by_torchrun()
     explicit = {name for name in config_kwargs if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    if torchrun:
-        world_size = int(os.environ['WORLD_SIZE'])
-        if 'gpus' in explicit and config_kwargs['gpus'] != world_size:
-            raise click.ClickException(f'--gpus {config_kwargs["gpus"]} disagrees with torchrun WORLD_SIZE={world_size}; drop --gpus under torchrun')
-        config_kwargs['gpus'] = world_size
-        explicit.add('gpus')
-
     try:
+        config_kwargs['gpus'] = distributed.torchrun_gpus(config_kwargs['gpus'], 'gpus' in explicit)
+        if distributed.started_by_torchrun():
+            explicit.add('gpus')
         resume = config_kwargs.get('resume')
         if resume is not None and training_loop.is_checkpoint_file(resume):
             args = exact_resume_args(resume, config_kwargs, explicit)
-            desc = os.path.basename(os.path.dirname(os.path.abspath(resume))).split('-', 1)[-1] + '-continued'
+            desc = distributed.continued_run_desc(resume)
         else:
             desc, args = setup_training_loop_kwargs(**config_kwargs)
             if resume is not None and resume not in RESUME_SPECS:
                 legacy.resolve_network_spec(resume)  # fail early on unknown names or missing files
     except (UserError, legacy.NetworkLoadError, ValueError) as err:
         raise click.ClickException(str(err))
-
-    if torchrun:
-        _run_torchrun(args, outdir, desc, dry_run)
-        return
-
-    args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
-    print_options(args, desc)
-    if dry_run:
-        print('Dry run; exiting.')
-        return
-
-    print('Creating output directory...')
-    os.makedirs(args.run_dir)
-    with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
-        json.dump(args, f, indent=2)
-
-    print('Launching processes...')
     try:
-        distributed.launch(subprocess_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
+        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run)
     except (UserError, distributed.LaunchError) as err:
-        raise click.ClickException(str(err))
-
-def _run_torchrun(args, outdir, desc, dry_run):
-    """Started by torchrun: every process already exists; rank 0 picks the run directory."""
-    def choose_run_dir():
-        run_dir = dnnlib.util.next_run_dir(outdir, desc)
-        if not dry_run:
-            os.makedirs(run_dir)
-        return run_dir
-    rank, local_rank, args.run_dir = distributed.torchrun_setup(args.num_gpus, args.device_type, choose_run_dir)
-    if rank == 0:
-        print_options(args, desc)
-        if not dry_run:
-            with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
-                json.dump(args, f, indent=2)
-    if dry_run:
-        torch.distributed.destroy_process_group()
-        return
-    try:
-        subprocess_fn(rank=rank, args=args, temp_dir=None, local_rank=local_rank, torchrun=True)
-    except UserError as err:
         raise click.ClickException(str(err))
 
 #----------------------------------------------------------------------------

@@ -26,9 +26,9 @@ import PIL.Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
-import train  # noqa: E402
-from torch_utils import image_utils  # noqa: E402
+from torch_utils import devices  # noqa: E402
 from torch_utils import training_stats  # noqa: E402
+from training import presets  # noqa: E402
 from training import training_loop  # noqa: E402
 
 RESOLUTION = {'tiny': 32, 'paper256': 256, 'paper512': 512, 'paper1024': 1024, 'stylegan2': 1024, 'cifar': 32, 'auto': 256}
@@ -48,7 +48,7 @@ def bench_cfg(cfg, device, steps, batch, data_dir):
     data = os.path.join(data_dir, f'synthetic{resolution}.zip')
     if not os.path.exists(data):
         make_synthetic_dataset(data, resolution)
-    _desc, args = train.setup_training_loop_kwargs(data=data, cfg=cfg, batch=batch, workers=1, device=device.type)
+    _desc, args = presets.setup_training_loop_kwargs(data=data, cfg=cfg, batch=batch, workers=1, device=device.type)
     args.pop('device_type')
     args.run_dir = os.path.join(data_dir, f'run-{cfg}')
     os.makedirs(args.run_dir, exist_ok=True)
@@ -65,14 +65,14 @@ def bench_cfg(cfg, device, steps, batch, data_dir):
                            sec_per_kimg=float(np.median(timed)), img_per_s=1000 / float(np.median(timed)))
 
 @click.command(help=__doc__)
-@click.option('--device', default='auto', show_default=True, help='cpu, cuda, cuda:N or auto')
+@click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--cfgs', default='tiny,paper256', show_default=True, help='Comma-separated train.py --cfg presets')
 @click.option('--steps', type=click.IntRange(min=1), default=5, show_default=True, help='Timed iterations per config')
 @click.option('--batch', type=click.IntRange(min=1), default=None, help='Override the preset batch size (e.g. small on CPU)')
 @click.option('--json', 'json_path', default=None, help='Also write the results to this JSON file')
 def main(device, cfgs, steps, batch, json_path):
     try:
-        device = image_utils.parse_device(device)
+        device = devices.parse_device(device)
     except ValueError as err:
         raise click.ClickException(str(err))
     rows = []

@@ -67,10 +67,18 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
-from torch_utils.image_utils import make_grid, parse_device, save_image, to_uint8  # noqa: E402
-from torch_utils import misc  # noqa: E402
+from inversion import common  # noqa: E402
+from inversion import methods as inversion_methods  # noqa: E402
+from inversion import qc as qc_method  # noqa: E402
+from inversion.operators import parse_degradation  # noqa: E402
+from metrics import metric_utils  # noqa: E402
+from metrics import restoration  # noqa: E402
+from metrics.frechet_inception_distance import frechet_distance  # noqa: E402
+from torch_utils import devices  # noqa: E402
+from torch_utils.image_utils import make_grid, save_image, to_uint8  # noqa: E402
+from training.dataset import ImageFolderDataset  # noqa: E402
 
-METHODS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
+METHODS = tuple(inversion_methods.METHODS)
 LEVELS = ('XS', 'S', 'M', 'L', 'XL')
 TASKS = ('sr', 'denoise', 'jpeg', 'inpaint', 'colorize')
 # Forward order of composed degradations, as inversion.operators applies them (U -> N -> A -> P,
@@ -178,13 +186,11 @@ def load_images(data, num_images, resolution):
     """The first `num_images` images of a folder (sorted, not recursive) or dataset zip, center-cropped
     and area-resized to the network resolution like the paper's loader -> ([(name, [1, 3, R, R] in
     [-1, 1])], notes)."""
-    from inversion import common
     notes = []
     if os.path.isdir(data):
         paths = common.list_images(data)
         entries = [(os.path.splitext(os.path.basename(p))[0], p) for p in paths]
     else:
-        from training.dataset import ImageFolderDataset
         dataset = ImageFolderDataset(path=data)
         fnames = [dataset._image_fnames[i] for i in dataset._raw_idx]  # pylint: disable=protected-access
         entries = [(os.path.splitext(os.path.basename(f))[0], (dataset, i)) for i, f in enumerate(fnames)]
@@ -289,7 +295,6 @@ class NIQEScorer:
         self.model, self.patch_size, self.failed = model, patch_size, False
 
     def __call__(self, image_uint8):
-        from metrics import restoration
         try:
             score = float(restoration.niqe(image_uint8, model=self.model, patch_size=self.patch_size, drange=(0, 255)))
         except (ValueError, restoration.NIQEModelError) as err:
@@ -301,7 +306,6 @@ class NIQEScorer:
 
 def fitted_niqe_model(images, patch_size, outdir):
     """A pristine model fitted from the held-out clean images, cached in outdir for resumed runs."""
-    from metrics import restoration
     path = os.path.join(outdir, f'niqe_model_fitted_p{patch_size}.npz')
     if os.path.isfile(path):
         print(f'NIQE: pristine model fitted from the held-out images by an earlier run: {path}')
@@ -318,7 +322,6 @@ def check_niqe_patch_size(patch_size):
 
 def setup_niqe(model_path, patch_size, images, resolution, outdir):
     """The NIQE scorer: pristine model and patch size as the module docstring says (None: no NIQE)."""
-    from metrics import restoration
     if patch_size > resolution:
         if model_path is not None:
             raise click.UsageError(f'--niqe-model: the {resolution}x{resolution} images are smaller than --niqe-patch-size '
@@ -380,7 +383,6 @@ class PatchFID:
                              ref=ref)
 
     def load_detector(self):
-        from metrics import metric_utils
         try:
             self.detector = metric_utils.get_feature_detector(self.detector_spec, device=self.device)
         except dnnlib.DownloadError as err:
@@ -390,12 +392,10 @@ class PatchFID:
         return _digest(dict(self.settings, files=[_file_id(f) for f in files]))
 
     def _stats(self, images, seed):
-        from metrics import restoration
         return restoration.patch_feature_stats(images, patch_size=self.patch_size, patches_per_image=self.patches_per_image,
                                                detector=self.detector, device=self.device, seed=seed, drange=(0, 255))
 
     def reference(self):
-        from metrics import restoration
         if self._ref is None and self.ref_path is not None:
             self._ref = restoration.load_patch_stats(self.ref_path)
         if self._ref is None:
@@ -410,7 +410,6 @@ class PatchFID:
         return self._ref
 
     def __call__(self, files):
-        from metrics.frechet_inception_distance import frechet_distance
         if self.detector is None:
             self.load_detector()
         try:
@@ -423,7 +422,6 @@ class PatchFID:
         return frechet_distance(mu, sigma, mu_ref, sigma_ref)
 
 def check_pfid_ref(path):
-    from metrics import restoration
     try:
         restoration.load_patch_stats(path)
     except (OSError, ValueError, dnnlib.DownloadError) as err:
@@ -508,14 +506,11 @@ def write_examples(examples, methods, outdir, image_name, resolution):
 def run_case(method, net, clean, y, degradation, lpips, metric_lpips, steps, encoder, seed, niqe_scorer):
     """Restore y with one method -> (prediction as uint8 [R, R, 3], metrics dict). The metrics are taken
     on the float prediction, NIQE on the 8-bit one (what is saved and what pFID sees)."""
-    import invert
-    from inversion import common
-    from metrics import restoration
     res = clean.shape[-1]
     torch.manual_seed(seed)
     t0 = time.time()
-    out = invert.run_method(method, net['G'], net['D'], y, degradation, lpips['alex'], lpips['vgg'], steps, encoder,
-                            seed, 'w', None, 2000, progress=False)
+    out = inversion_methods.run(method=method, G=net['G'], target=y, degradation=degradation, lpips=lpips, steps=steps,
+                                D=net['D'], encoder=encoder, seed=seed)
     seconds = time.time() - t0
     pred = out.restored[:1].detach().clamp(-1, 1)
     pred_uint8 = to_uint8(pred)[0]
@@ -543,10 +538,9 @@ def load_encoder(path, methods, G, device):
     if 'qc' not in methods:
         print('Note: --encoder is only used by the qc method; ignored')
         return None
-    from training.encoders import load_encoder as load
-    try:  # EncoderError is a ValueError: another network's checkpoint, unreadable file, ...
-        return load(path, G=G, device=device)
-    except (ValueError, FileNotFoundError) as err:
+    try:
+        return inversion_methods.load_encoder(path, G=G, device=device)
+    except inversion_methods.MethodError as err:
         raise click.ClickException(f'--encoder: {err}')
 
 def load_benchmark_network(spec, methods, device):
@@ -555,21 +549,18 @@ def load_benchmark_network(spec, methods, device):
     except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
         raise click.ClickException(f'--network: {err}'.splitlines()[0])
     G = data['G_ema'].eval()
-    if 'qc' in methods and not misc.is_qc(G):
-        raise click.UsageError(f'--methods qc needs a QC-StyleGAN network (q_dim > 0); {spec} is a plain StyleGAN2 one')
+    for method in methods:
+        try:
+            inversion_methods.check_network(method, G, spec)
+        except inversion_methods.MethodError:
+            raise click.UsageError(f'--methods {method} needs a QC-StyleGAN network (q_dim > 0); {spec} is a plain StyleGAN2 one') from None
     return dict(G=G, D=data.get('D'))
 
 def build_lpips_modules(methods, lpips_net, backbone, seed=0):
-    """The LPIPS networks the methods use (AlexNet: pti/cri/qc, VGG: ngd/pti/cri) and the metric's.
-    A random backbone is drawn from `seed`, so runs with one --seed give the same numbers."""
-    import invert
-    from inversion import common
-    needed = {lpips_net}
-    needed |= {'alex'} if {'pti', 'cri', 'qc'} & set(methods) else set()
-    needed |= {'vgg'} if {'ngd', 'pti', 'cri'} & set(methods) else set()
-    modules = {net: None for net in ('alex', 'vgg')}
-    for net in sorted(needed):
-        modules[net] = invert.build_lpips(net, backbone == 'random', seed)
+    """The LPIPS networks the methods use (see `inversion.methods`) and the metric's. A random
+    backbone is drawn from `seed`, so runs with one --seed give the same numbers."""
+    modules = inversion_methods.build_lpips_modules(methods, random_backbone=(backbone == 'random'), extra=[lpips_net],
+                                                    seed=seed)
     return modules, common.safe_lpips(modules[lpips_net])
 
 @click.command(help=__doc__)
@@ -583,7 +574,7 @@ def build_lpips_modules(methods, lpips_net, backbone, seed=0):
 @click.option('--steps', default=None, help='Steps per phase (N or comma list, as in invert.py); method defaults if unset')
 @click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint for the qc method (gives w, q)')
 @click.option('--outdir', required=True)
-@click.option('--device', default='auto', show_default=True)
+@click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--lpips-net', type=click.Choice(['vgg', 'alex']), default='vgg', show_default=True,
               help='LPIPS network of the accuracy / fidelity metrics (the paper: vgg)')
 @click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
@@ -601,18 +592,17 @@ def build_lpips_modules(methods, lpips_net, backbone, seed=0):
 def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_path, outdir, device, lpips_net,
          lpips_backbone, niqe_model, niqe_patch_size, no_niqe, detector, pfid_patch, pfid_patches_per_image, pfid_ref,
          no_pfid, seed):
-    import invert
-    from inversion import common
-    from inversion.operators import parse_degradation
-    from metrics import metric_utils
 
     # Check every option before any work.
     try:
-        device = parse_device(device)
+        device = devices.parse_device(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     methods, tasks, levels = parse_methods(methods), parse_tasks(tasks), parse_levels(levels)
-    step_kwargs = {m: invert.parse_steps(m, steps) for m in methods}
+    try:
+        step_kwargs = {m: inversion_methods.parse_steps(m, steps) for m in methods}
+    except inversion_methods.MethodError as err:
+        raise click.BadParameter(str(err), param_hint='--steps')
     if not os.path.exists(data):
         raise click.BadParameter(f'"{data}" does not exist: pass a folder of images or a dataset .zip', param_hint='--data')
     if pfid_ref is not None and not no_pfid:
@@ -631,7 +621,6 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
         print(f'Note: {note}')
     encoder = load_encoder(encoder_path, methods, net['G'], device)
     if 'qc' in methods and encoder is None:
-        from inversion import qc as qc_method
         print(f'Warning: the qc method runs without --encoder: {qc_method.ENCODER_FREE_NOTE}')
     detector = detector or os.environ.get(metric_utils.DETECTOR_ENV_VARS['inception']) or metric_utils.INCEPTION_URL
     pfid = PatchFID(detector, pfid_patch_size(pfid_patch, res, not no_pfid), pfid_patches_per_image, pfid_ref, images,

@@ -60,10 +60,17 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
-from training import qc as qc_surgery  # noqa: E402
+from inversion import common  # noqa: E402
+from inversion import methods  # noqa: E402
+from inversion.operators import parse_degradation  # noqa: E402
+from torch_utils import devices  # noqa: E402
 from torch_utils import misc  # noqa: E402
-from torch_utils.image_utils import parse_device  # noqa: E402
 from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
+from training import loss as loss_module  # noqa: E402
+from training import networks  # noqa: E402
+from training import qc as qc_surgery  # noqa: E402
+from training.encoders import PSPEncoder  # noqa: E402
+from training.training_loop import update_ema  # noqa: E402
 
 WORKLOADS = ('G', 'GD', 'GD-qc', 'encoder', 'pti', 'cri', 'ngd', 'dgp', 'qc')
 INVERSION_WORKLOADS = ('pti', 'cri', 'ngd', 'dgp', 'qc')
@@ -185,13 +192,12 @@ class PeakMemory:
 def build_networks(resolution, device, variant, qc=False, seed=0):
     """{G, D, G_ema} (and for qc: the QC G, G_ema, D, D_degraded, G_teacher) at the reference
     architecture for `resolution`, FP16 blocks only for the fp16 variant."""
-    from training import networks
     fp16 = 4 if variant.precision == 'fp16' else 0
     if variant.get('arch', 'paper') == 'tiny':  # smoke tests: the init:tiny32 widths at any resolution
-        arch = legacy._arch(resolution, channel_base=2048, channel_max=64, map_layers=2, w_dim=64, fp16=fp16)  # pylint: disable=protected-access
+        arch = legacy.make_arch(resolution, channel_base=2048, channel_max=64, map_layers=2, w_dim=64, fp16=fp16)
     else:
         channel_base = 32768 if resolution >= 512 else 16384
-        arch = legacy._arch(resolution, channel_base=channel_base, channel_max=512, map_layers=8, fp16=fp16)  # pylint: disable=protected-access
+        arch = legacy.make_arch(resolution, channel_base=channel_base, channel_max=512, map_layers=8, fp16=fp16)
     G_kwargs, D_kwargs = legacy.network_kwargs_from_arch(arch)
     if variant.channels_last:
         G_kwargs.synthesis_kwargs.update(fp16_channels_last=True)
@@ -218,8 +224,6 @@ def workload_G(res, batch, device, variant):
     return fn, batch, ''
 
 def workload_GD(res, batch, device, variant, qc=False):
-    from training import loss as loss_module
-    from training.training_loop import _qc_trainable_parameters, update_ema
     nets = build_networks(res, device, variant, qc=qc)
     G, D, G_ema = nets['G'], nets['D'], nets['G_ema']
     mbstd = min(batch, 4)
@@ -228,7 +232,7 @@ def workload_GD(res, batch, device, variant, qc=False):
     if qc:
         D_deg = nets['D_degraded']
         kwargs.update(D_degraded=D_deg, G_teacher=nets['G_teacher'])
-        trained = [('G', G, _qc_trainable_parameters(G, 3)), ('D', D, list(D.parameters())),
+        trained = [('G', G, qc_surgery.trainable_parameters(G, 3)), ('D', D, list(D.parameters())),
                    ('D_degraded', D_deg, list(D_deg.parameters()))]
         D_deg.b4.mbstd.group_size = mbstd
         D_deg.train()
@@ -258,7 +262,6 @@ def workload_GD(res, batch, device, variant, qc=False):
     return fn, batch, ''
 
 def workload_encoder(res, batch, device, variant):
-    from training.encoders import PSPEncoder
     nets = build_networks(res, device, variant, qc=True)
     input_size = max(64, min(256, res))
     backbone = 'tiny' if variant.get('arch') == 'tiny' else 'resnet34'
@@ -274,36 +277,27 @@ def workload_encoder(res, batch, device, variant):
             forward(x)
     return fn, batch, f'{backbone} {input_size}px'
 
+# Per-method invert() options of the speed runs: LPIPS early stops off, small CRI / DGP candidate sets.
+SPEED_OPTIONS = dict(pti=dict(lpips_stop=None), cri=dict(num_samples=32, num_clusters=2, lpips_stop=None),
+                     dgp=dict(num_candidates=4), qc=dict(lpips_stop=None))
+
 def inversion_runner(method, res, batch, device, variant):
     """`run(steps_per_phase)` doing one full inversion of a random target (LPIPS early stops off)."""
-    import invert
-    from inversion import cri, dgp, ngd, pti, qc
-    from inversion.operators import parse_degradation
     nets = build_networks(res, device, variant, qc=(method == 'qc'))
     G, D = nets['G_ema'], nets['D']
     degradation = parse_degradation('sr:2', res, device=device)  # resolutions are >= 16
     torch.manual_seed(0)
     target = torch.rand([batch, 3, res // 2, res // 2], device=device) * 2 - 1
-    lpips_alex = invert.build_lpips('alex', True).to(device)
-    lpips_vgg = invert.build_lpips('vgg', True).to(device)
+    lpips = dict(alex=methods.build_lpips('alex', True).to(device), vgg=methods.build_lpips('vgg', True).to(device))
     if variant.channels_last:
-        lpips_alex, lpips_vgg = to_layout(lpips_alex, variant), to_layout(lpips_vgg, variant)
+        lpips = {net: to_layout(module, variant) for net, module in lpips.items()}
+    options = SPEED_OPTIONS.get(method, {})
 
     def run(steps):
-        kw = invert.parse_steps(method, str(steps))
+        kw = methods.parse_steps(method, str(steps))
         with autocast(variant, device), warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            if method == 'pti':
-                out = pti.invert(G, target, degradation, lpips_alex, lpips_pivot=lpips_vgg, lpips_stop=None, **kw)
-            elif method == 'cri':
-                out = cri.invert(G, target, degradation, lpips_alex, vgg=lpips_vgg, num_samples=32, num_clusters=2,
-                                 lpips_stop=None, **kw)
-            elif method == 'ngd':
-                out = ngd.invert(G, target, degradation, lpips_vgg, **kw)
-            elif method == 'dgp':
-                out = dgp.invert(G, target, degradation, D=D, num_candidates=4, **kw)
-            else:
-                out = qc.invert(G, target, degradation, lpips_alex, lpips_stop=None, **kw)
+            out = methods.run(method=method, G=G, target=target, degradation=degradation, lpips=lpips, steps=kw, D=D, **options)
         return out
     return run
 
@@ -341,7 +335,6 @@ def time_inversion_steps(run, device, extra_steps):
 
 def measure(workload, res, batch, device, variant, min_seconds, extra_steps):
     """One row of the table (an EasyDict)."""
-    from inversion import common
     row = dnnlib.EasyDict(workload=workload, resolution=res, batch=batch, device=str(device), variant=variant.name,
                           ops=variant.ops, precision=variant.precision, channels_last=variant.channels_last,
                           compile=variant.compile, arch=variant.get('arch', 'paper'), note='')
@@ -438,7 +431,7 @@ def _int_list(text, name):
     return values
 
 @click.command(help=__doc__)
-@click.option('--device', default='auto', show_default=True, help='cpu, cuda, cuda:N or auto')
+@click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--workloads', default=','.join(WORKLOADS), show_default=True, help='Comma list of ' + ', '.join(WORKLOADS))
 @click.option('--resolutions', default=None, help='Comma list, powers of two 16..1024 [default: 32 on CPU, 256,1024 on CUDA]')
 @click.option('--batches', default=None, help='Comma list [default: 1,4 on CPU, 4,16 on CUDA]')
@@ -464,7 +457,7 @@ def main(device, workloads, resolutions, batches, variants, min_seconds, extra_s
         compare_nvlabs.run_cli(None if nvlabs_dir == 'self' else nvlabs_dir, cases=cases, reps=reps, arch=arch, json_path=json_path)
         return
     try:
-        device = parse_device(device)
+        device = devices.parse_device(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     on_gpu = device.type == 'cuda'

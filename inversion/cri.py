@@ -76,7 +76,7 @@ def select_centroids(G, centroids, target, vgg, layer=3):
 
 def invert(G, target, degradation=None, lpips_module=None, vgg=None, num_samples=2000, num_clusters=10, offset_steps=500,
            offset_lr=0.01, mse_weight=1.0, offset_weight=0.01, tune_steps=20, tune_lr=3e-4, lpips_stop=0.06,
-           locality=True, centroids=None, seed=0, progress=False, **_unused):
+           locality=True, centroids=None, seed=0, progress=False):
     """CRI on a batch `target` `[N, C, h, w]` -> `common.InversionResult` (with `centroid_index`).
 
     `vgg`: the feature network of the centroid choice (`metrics.restoration.LPIPS(net='vgg')`);

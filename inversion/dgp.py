@@ -1,4 +1,5 @@
-"""DGP: deep generative prior (Pan et al., ECCV'20), ported to StyleGAN2 (reference section 4.7).
+"""DGP: deep generative prior (Pan et al., ECCV'20), ported to StyleGAN2 by this project
+(the paper uses BigGAN; the StyleGAN2 settings below are ours).
 
 * Observations: as DGP, the loss compares images at full size. A low-resolution observation and
   the prediction f^(G) are both upsampled bilinearly to the generator's resolution before D and
@@ -116,7 +117,7 @@ def latent_nll(ws, w_avg, sigma):
 def invert(G, target, degradation=None, lpips_module=None, D=None, stage_steps=(200,) * 5, w_d=(1, 1, 1, 0.5, 0.1),
            w_mse=(10, 10, 10, 50, 100), g_lrs=(2e-4, 2e-4, 1e-4, 1e-4, 1e-5), latent_lrs=(1e-2, 1e-2, 1e-3, 1e-3, 1e-4),
            ft_nums=None, ftr_num=8, num_candidates=500, init_truncation=0.7, select_ftr_num=3, nll_weight=0.02,
-           batch=50, q=None, seed=0, progress=False, **_unused):
+           batch=50, q=None, seed=0, progress=False):
     """DGP on a batch `target` `[N, C, h, w]` (one tuned generator for the batch).
 
     Needs the discriminator `D`; without it the feature terms are dropped (MSE only, a warning).

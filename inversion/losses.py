@@ -1,6 +1,6 @@
 """Losses for restoration by GAN inversion.
 
-- `MultiscaleLPIPSL1`: the robust-unsupervised NGD loss (reference 1.4): LPIPS summed over an
+- `MultiscaleLPIPSL1`: the robust-unsupervised NGD loss (Poirier-Ginter & Lalonde, CVPR'23, and its released code): LPIPS summed over an
   average-pooling pyramid (sides > 16 px) plus a weighted L1 at the coarsest level, with fresh
   noise in the masked holes at every level for inpainting.
 - `MSELPIPS`: per-sample MSE + LPIPS (PTI, QC-StyleGAN inversion).
@@ -21,7 +21,7 @@ def _resize_mask(mask, like):
 
 
 class MultiscaleLPIPSL1(torch.nn.Module):
-    """The robust-unsupervised NGD loss (reference 1.4) on `[N, C, H, W]` images in [-1, 1] -> `[N]`.
+    """The robust-unsupervised NGD loss on `[N, C, H, W]` images in [-1, 1] -> `[N]`.
 
     Pyramid: LPIPS(x_l, y_l) at every level whose side is larger than `min_res` (16 px, the
     reference's `min_loss_res`), all with weight 1, at most `max_levels` levels (6), each followed

@@ -2,7 +2,7 @@
 normalised gradient descent and the multiscale LPIPS + L1 loss, one hyperparameter set for all
 tasks (150 steps per phase at lr 0.08 / 0.02 / 0.005, times `lr_scale`).
 
-Loss (`losses.MultiscaleLPIPSL1`, reference 1.4): LPIPS-VGG at every average-pooling level whose
+Loss (`losses.MultiscaleLPIPSL1`, as the released code): LPIPS-VGG at every average-pooling level whose
 side is above 16 px, plus 0.1 * L1 on [0, 1] images (0.05 on our [-1, 1] images) once at the
 coarsest level; for inpainting, fresh N(0, 1) noise is added to both sides in the holes before
 every LPIPS call. No regulariser.
@@ -54,7 +54,7 @@ def _loss_fn(lpips_module):
 
 
 def invert(G, target, degradation=None, lpips_module=None, steps=(150, 150, 150), lrs=(0.08, 0.02, 0.005),
-           lr_scale=1.0, q=None, progress=False, loss_fn=None, **_unused):
+           lr_scale=1.0, q=None, progress=False, loss_fn=None):
     """Three-phase NGD on a batch `target` `[N, C, h, w]`; G stays frozen.
 
     `steps` / `lrs`: per phase (W, W+, W++); an int `steps` applies to every phase. For QC

@@ -12,7 +12,7 @@ Images are float `[N, C, H, W]` in [-1, 1] on both sides. Internally the photome
 (noise, JPEG, masking) work in [0, 1] like the reference code and map back.
 
 Level tables (`LEVEL_TABLE`) follow the robust-unsupervised NGD paper (Poirier-Ginter & Lalonde,
-CVPR'23, section 6 / benchmark code), as summarized in shared/reference/inversion-methods.md 1.5.
+CVPR'23, section 6, and its released benchmark code, which agree).
 """
 
 import math
@@ -22,12 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.degradation_sampler import jpeg_compress
+
 #----------------------------------------------------------------------------
 # Levels.
 
 LEVELS = ('XS', 'S', 'M', 'L', 'XL')
 
-# Source: robust-unsupervised paper + benchmark/tasks.py (reference 1.5, "Levels"); code = paper.
+# The robust-unsupervised paper's levels (its benchmark code uses the same numbers).
 LEVEL_TABLE = {
     'sr':      {'XS': 2, 'S': 4, 'M': 8, 'L': 16, 'XL': 32},                     # downsampling factor k
     'inpaint': {'XS': 1, 'S': 5, 'M': 9, 'L': 13, 'XL': 17},                     # number of strokes
@@ -63,7 +65,7 @@ def _from_uint8_hwc(arr, like):
 
 
 class _SurrogateClamp(torch.autograd.Function):
-    """clamp_s (reference 1.5, paper eq. 11): forward = clamp to [0, 1]; backward = derivative of
+    """clamp_s (robust-unsupervised paper, eq. 11): forward = clamp to [0, 1]; backward = derivative of
     sigmoid(2 (x - 0.5)), i.e. 2 s (1 - s)."""
 
     @staticmethod
@@ -82,7 +84,7 @@ def surrogate_clamp01(x):
 
 
 class _SurrogateRound(torch.autograd.Function):
-    """DiffJPEG rounding (reference 1.5): forward = exact round; backward = 0.2 + 2.4 (x - round x)^2,
+    """DiffJPEG rounding (as in the robust-unsupervised benchmark): forward = exact round; backward = 0.2 + 2.4 (x - round x)^2,
     the gradient of lerp(x, round(x) + (x - round x)^3, 0.8)."""
 
     @staticmethod
@@ -147,7 +149,7 @@ class Identity(Degradation):
 _PIL_FILTERS = ('bicubic', 'bilinear', 'lanczos')
 
 class Downsample(Degradation):
-    """Downsampling by `factor` (reference 1.5 'Upsampling').
+    """Downsampling by `factor` (the robust-unsupervised 'upsampling' task).
 
     true: PIL resize of the 8-bit image to floor(size / factor) with `true_filter` (PIL's resize is
     antialiased: its kernel is stretched by the factor). `true_filter='random'` draws the filter
@@ -191,7 +193,7 @@ class Downsample(Degradation):
 # Inpainting.
 
 def random_strokes(size, level='M', seed=0, num_strokes=None):
-    """Stroke mask as in the robust benchmark (reference 1.5 'Stroke masks'): `[1, 1, size, size]`
+    """Stroke mask as in the robust benchmark (its random brush strokes): `[1, 1, size, size]`
     float, 1 = observed, 0 = hole, soft (blurred) edges from two `cv2.pyrDown`. Strokes are lines of
     width int(0.08 size) * 4 drawn at 4x resolution between points whose coordinates lie in the
     outer thirds. The number of strokes comes from the level table (or `num_strokes`). Seeded."""
@@ -228,7 +230,7 @@ def load_mask(path, size=None):
 
 class Inpaint(Degradation):
     """Masking: true = f-hat = x * M in [0, 1] (holes become black, -1 in [-1, 1]). The mask is
-    known (reference 1.5). `mask`: `[N or 1, 1, H, W]`, 1 = observed; may have soft edges (the
+    known (as the robust-unsupervised paper does). `mask`: `[N or 1, 1, H, W]`, 1 = observed; may have soft edges (the
     benchmark's stroke masks do). A mask of another size than the input is area-resized."""
 
     kind = 'inpaint'
@@ -343,7 +345,7 @@ class Blur(Degradation):
 # Denoising.
 
 class Denoise(Degradation):
-    """Camera noise (reference 1.5 'Denoising'), in [0, 1]:
+    """Camera noise (the robust-unsupervised 'denoising' task), in [0, 1]:
 
     true: y = Poisson(lam x) / lam, then whole-pixel "dead pixels": multiply by (U > p) shared
     across channels; clamp; 8-bit round trip. Seeded by `seed` (fixed realization, as the
@@ -455,7 +457,7 @@ def _dct_matrix(n=8):
 
 
 class JPEG(Degradation):
-    """JPEG artifacts at `quality` (reference 1.5 'Deartifacting').
+    """JPEG artifacts at `quality` (the robust-unsupervised 'deartifacting' task).
 
     true: the real codec (`training.degradation_sampler.jpeg_compress`, OpenCV/libjpeg, default 4:2:0
     chroma subsampling) on the 8-bit image, per image. f-hat: DiffJPEG: RGB -> YCbCr (JFIF),
@@ -485,7 +487,6 @@ class JPEG(Degradation):
         self.name = f'jpeg:{self.quality}'
 
     def true(self, x):
-        from training.degradation_sampler import jpeg_compress
         out = [_from_uint8_hwc(jpeg_compress(_to_uint8_hwc(img), self.quality, channel_order='rgb'), x) for img in x]
         return torch.stack(out)
 

@@ -103,7 +103,7 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
 
 def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_steps=450, tune_steps=350,
            pivot_lr=0.01, tune_lr=3e-4, lpips_stop=0.06, locality=False, optimize_noise=True,
-           lpips_pivot=None, lpips_size=256, seed=0, progress=False, **_unused):
+           lpips_pivot=None, lpips_size=256, seed=0, progress=False):
     """PTI on a batch of observations `target` `[N, C, h, w]` (one generator tuned for the batch).
 
     Returns `common.InversionResult`.

@@ -1,4 +1,4 @@
-"""QC-StyleGAN restoration (reference qc-stylegan.md 6.2): (w, q) from a pSp encoder, or found by
+"""QC-StyleGAN restoration (stage 2 of the QC-StyleGAN paper's inversion, section 3.4): (w, q) from a pSp encoder, or found by
 optimisation, then PTI-style tuning with the residual-statistics loss so that the degradation
 stays in q. The restored image is G(w, 0), the re-degraded one G(w, q).
 
@@ -67,7 +67,7 @@ def refine(G, target, degradation, lpips_module, w, q, steps=300, w_lr=0.01, q_l
 
 def invert(G, target, degradation=None, lpips_module=None, encoder=None, refine_steps=None, w_lr=0.01, q_lr=0.03,
            tune_steps=500, tune_lr=3e-4, stats_weight=1000.0, lpips_stop=0.002, locality=True, w_init=None, q_init=None,
-           q_init_std=0.01, seed=0, progress=False, **_unused):
+           q_init_std=0.01, seed=0, progress=False):
     """QC restoration of a batch `target` `[N, C, h, w]` -> `common.InversionResult` (q set)."""
     check_qc(G)
     common.check_batch(target, degradation)

@@ -16,7 +16,7 @@ plus cheaper variants of the same definitions for quick checks and smoke tests:
 Real-set sizes: the reference semantics are kept, i.e. the number of real images is an upper
 bound (`_full`: the whole dataset; KID: up to 1M; PR: up to 200k; legacy: the first 50k) and a
 smaller dataset contributes all of its images. Below the minimum a metric can work with (2 for
-FID/KID, k+1 = 4 for PR) a one-line `DatasetError` is raised instead of an obscure failure.
+FID/KID, k+1 = 4 for PR) a one-line `metric_utils.MetricDataError` is raised instead of an obscure failure.
 
 QC generators: `calc_metric(..., q_mode='sharp'|'degraded')` (see `MetricOptions`) evaluates
 any of these metrics on sharp (q = 0) or degraded (q ~ N(0, I)) generated images; the result dict

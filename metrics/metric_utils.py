@@ -64,6 +64,10 @@ _DETECTOR_ALIASES = {'inception': 'inception', 'inception-2015-12-05': 'inceptio
 _CLI_OPTION = {'inception': '--detector-inception', 'vgg16': '--detector-vgg'}
 
 
+class MetricDataError(ValueError, OSError):
+    """The real images cannot serve the metric (wrong size, too few, labels that do not match the
+    network); the message is one line that says how to fix it."""
+
 class DetectorError(dnnlib.DownloadError):
     """A feature detector could not be obtained or loaded (one-line message with the fix)."""
 
@@ -248,8 +252,7 @@ class MetricOptions:
 
 
 def open_dataset(dataset_kwargs, G=None):
-    """Construct the dataset and check its image size against `G` (one-line `DatasetError`s)."""
-    from training.dataset import DatasetError
+    """Construct the dataset and check its image size against `G` (one-line `MetricDataError`s)."""
     if not dataset_kwargs or 'class_name' not in dataset_kwargs:
         raise ValueError('this metric needs the real images: pass dataset_kwargs (calc_metrics.py: --data PATH)')
     kwargs = dict(dataset_kwargs)
@@ -261,19 +264,18 @@ def open_dataset(dataset_kwargs, G=None):
     shape = dataset.image_shape
     for want, what in [(getattr(G, 'img_resolution', None), 'the network generates'), (requested, 'the metric options ask for')]:
         if want is not None and (shape[1], shape[2]) != (want, want):
-            raise DatasetError(f'Dataset "{path}" has {shape[2]}x{shape[1]} images but {what} {want}x{want} images: '
+            raise MetricDataError(f'Dataset "{path}" has {shape[2]}x{shape[1]} images but {what} {want}x{want} images: '
                                f'run dataset_tool.py --source {path} --dest NEW.zip --resolution {want} to resize it')
     if len(dataset) == 0:
-        raise DatasetError(f'Dataset "{path}" is empty')
+        raise MetricDataError(f'Dataset "{path}" is empty')
     return dataset
 
 
 def check_num_items(opts, num_items, min_items, metric, what='real images'):
-    """Raise `DatasetError` when fewer than `min_items` items are available for `metric`."""
-    from training.dataset import DatasetError
+    """Raise `MetricDataError` when fewer than `min_items` items are available for `metric`."""
     if num_items < min_items:
         path = opts.dataset_kwargs.get('path', '?')
-        raise DatasetError(f'{metric} needs at least {min_items} {what} but dataset "{path}" provides {num_items}; '
+        raise MetricDataError(f'{metric} needs at least {min_items} {what} but dataset "{path}" provides {num_items}; '
                            f'use a dataset with at least {min_items} images')
 
 #----------------------------------------------------------------------------
@@ -310,8 +312,7 @@ def random_labels(opts, G, batch_size):
     c = [dataset.get_label(np.random.randint(len(dataset))) for _ in range(batch_size)]
     c = torch.from_numpy(np.stack(c)).to(opts.device)
     if c.shape[1] != G.c_dim:
-        from training.dataset import DatasetError
-        raise DatasetError(f'The network is conditional with {G.c_dim} classes but dataset '
+            raise MetricDataError(f'The network is conditional with {G.c_dim} classes but dataset '
                            f'"{opts.dataset_kwargs.get("path", "?")}" gives labels of size {c.shape[1]}; '
                            f'use a dataset with matching labels in dataset.json (use_labels=True)')
     return c

@@ -11,11 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dnnlib
 import legacy
 from training import qc as qc_surgery
 import qcode_study
 import train_encoder
 from torch_utils import training_stats
+from training import encoder_data
+from training import encoder_loop
+from training import encoder_loss
 from training import encoders
 from training import networks
 from training.ranger import RAdam, Ranger
@@ -110,7 +114,7 @@ def run(network, data, run_dir, **kwargs):
     training_stats.reset()
     options = dict(TINY, network=network, data=data, run_dir=str(run_dir), batch_size=4, log_fn=lambda *a, **k: None)
     options.update(kwargs)
-    return train_encoder.training_loop(**options)
+    return encoder_loop.training_loop(**encoder_loop.group_options(options))
 
 #----------------------------------------------------------------------------
 # Ranger.
@@ -206,16 +210,15 @@ def trained(nets, tmp_path_factory):
     G = legacy.load_network(nets['qc'], verbose=False)['G_ema']
     torch.manual_seed(0)
     initial = encoders.PSPEncoder.for_generator(G, backbone='tiny', input_size=32)
-    loss = train_encoder.ReconstructionLoss(G, torch.device('cpu'), lpips_weight=0)
-    pairs = train_encoder.SyntheticPairs(G, seed=0, truncation=0.5)
+    loss = encoder_loss.ReconstructionLoss(G, torch.device('cpu'), lpips_weight=0)
+    pairs = encoder_data.SyntheticPairs(G, seed=0, truncation=0.5)
     val_x, val_y, _, _ = pairs.make([-1 - i for i in range(16)], 'cpu')  # the loop's validation pairs
-    before, _, _ = train_encoder.run_validation(initial, G, loss, val_x, val_y, 'predict')
+    before, _, _ = encoder_loop.run_validation(initial, G, loss, val_x, val_y, 'predict')
     result = run(nets['qc'], 'generator', run_dir, lpips_weight=0, lr=2e-3, total_steps=200, val_images=16,
                  truncation=0.5, tick_steps=100, val_every=1000, snap_steps=1000)
     return dnnlib_dict(result=result, before=before, G=G, pairs=pairs, run_dir=str(run_dir))
 
 def dnnlib_dict(**kwargs):
-    import dnnlib
     return dnnlib.EasyDict(kwargs)
 
 def test_training_reduces_reconstruction_loss(trained):
@@ -313,7 +316,7 @@ def test_cli_bad_input(nets, gen16, gen32, id_net, tmp_path):
     assert out.exit_code == 0, out.output
     assert 'are 32x32 but the generator makes 16x16' in out.output and 'resized' in out.output
     # A scripted embedding network with the documented interface is accepted.
-    net = train_encoder.load_id_network(id_net)
+    net = encoder_loss.load_id_network(id_net)
     assert net(torch.zeros(3, 3, 112, 112)).shape == (3, 16)
 
 #----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+import invert
 import legacy
 from inversion import common, dgp, editing, pti
 from inversion import qc as qc_method
@@ -121,7 +122,6 @@ def test_qc_locality_default(net, monkeypatch):
 
 
 def test_invert_qc_without_encoder_needs_flag(tmp_path):
-    import invert
     data = qc_surgery.convert_to_qc(tiny_network(), q_dim=4)
     legacy.save_network_pkl({k: v for k, v in data.items() if k != 'G_teacher'}, str(tmp_path / 'qc.pkl'))
     PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
@@ -184,7 +184,6 @@ def test_dgp_full_size_zero_holes_prior_and_frozen_torgb(net):
 
 
 def test_dgp_cli_small_budget(net, tmp_path):
-    import invert
     legacy.save_network_pkl(net, str(tmp_path / 'net.pkl'))
     PIL.Image.fromarray((np.random.RandomState(0).rand(4, 4, 3) * 255).astype(np.uint8)).save(tmp_path / 'low.png')
     out = tmp_path / 'out'
@@ -217,7 +216,6 @@ def test_apply_direction_on_wpp(net):
 
 @pytest.mark.parametrize('method', ['ngd', 'pti', 'cri', 'dgp', 'qc'])
 def test_invert_edit_after_every_method(net, tmp_path, method):
-    import invert
     data = net if method != 'qc' else qc_surgery.convert_to_qc(tiny_network(), q_dim=4)
     legacy.save_network_pkl({k: v for k, v in data.items() if k != 'G_teacher'}, str(tmp_path / 'net.pkl'))
     G = data['G_ema']

@@ -2,8 +2,6 @@
 targets it generated itself (ground truth known). CPU, small step counts."""
 
 import json
-import sys
-import types
 
 import numpy as np
 import PIL.Image
@@ -11,79 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import invert
 import legacy
-from training import qc as qc_surgery
-from training import networks
+from inversion import common, cri, dgp, editing, ngd, pti, qc
+from inversion.operators import parse_degradation
 from metrics.restoration import LPIPS
-
-#----------------------------------------------------------------------------
-# Stand-ins for the sibling modules (degradations, losses), used only while they are missing.
-
-def _install_standins():
-    try:
-        from inversion.operators import parse_degradation  # noqa: F401
-    except (ImportError, AttributeError):
-        mod = types.ModuleType('inversion.operators')
-
-        class _Deg(torch.nn.Module):
-            def __init__(self, kind, arg, res):
-                super().__init__()
-                self.name, self.kind, self.arg, self.mask = kind, kind, arg, None
-                if kind == 'inpaint':
-                    m = torch.ones([1, 1, res, res])
-                    m[..., res // 4: res // 2, :] = 0
-                    self.mask = m
-
-            def forward(self, x):
-                if self.kind == 'sr':
-                    return F.avg_pool2d(x, self.arg)
-                if self.kind == 'inpaint':
-                    return (x + 1) * self.mask.to(x) - 1
-                return x
-
-            def true(self, x):
-                return self.forward(x)
-
-            def to_image_size(self, y, size):
-                return F.interpolate(y, size=(size, size), mode='nearest')
-
-        def parse_degradation(spec, resolution, device='cpu', seed=0):
-            kind, _, arg = spec.partition(':')
-            if kind not in ('none', 'sr', 'inpaint'):
-                raise ValueError(f'unknown degradation {spec}; valid: none, sr:K, inpaint:M')
-            return _Deg(kind, int(arg) if kind == 'sr' else arg, resolution).to(device)
-        mod.parse_degradation = parse_degradation
-        sys.modules['inversion.operators'] = mod
-    try:
-        from inversion.losses import MultiscaleLPIPSL1, noise_regularization, normalize_noise_  # noqa: F401
-    except (ImportError, AttributeError):
-        mod = types.ModuleType('inversion.losses')
-
-        class MultiscaleLPIPSL1(torch.nn.Module):
-            def __init__(self, lpips_module, l1_weight=0.1):
-                super().__init__()
-                self.lpips, self.l1_weight = lpips_module, l1_weight
-
-            def forward(self, x, y, mask=None):
-                return self.lpips(x, y).reshape(-1) + self.l1_weight * (x - y).abs().flatten(1).mean(1)
-
-        def noise_regularization(buffers):
-            return sum((n * torch.roll(n, 1, 0)).mean().square() + (n * torch.roll(n, 1, 1)).mean().square() for n in buffers)
-
-        def normalize_noise_(buffers):
-            with torch.no_grad():
-                for n in buffers:
-                    n -= n.mean()
-                    n *= n.square().mean().rsqrt()
-        mod.MultiscaleLPIPSL1 = MultiscaleLPIPSL1
-        mod.noise_regularization = noise_regularization
-        mod.normalize_noise_ = normalize_noise_
-        sys.modules['inversion.losses'] = mod
-
-_install_standins()
-
-from inversion import common, ngd, pti  # noqa: E402
-from inversion.operators import parse_degradation  # noqa: E402
+from training import networks
+from training import qc as qc_surgery
 
 #----------------------------------------------------------------------------
 # Fixtures.
@@ -219,7 +151,6 @@ def test_pti_restores(net, gt, lpips_module, spec):
 # CRI.
 
 def test_cri_chooses_nearest_centroid_and_restores(net, gt, lpips_module):
-    from inversion import cri
     G = net['G_ema']
     deg = parse_degradation('inpaint:M', 16)
     y = deg.true(gt)
@@ -247,7 +178,6 @@ def test_cri_chooses_nearest_centroid_and_restores(net, gt, lpips_module):
 # DGP.
 
 def test_dgp_restores_sr(net, gt, lpips_module):
-    from inversion import dgp
     G, D = net['G_ema'], net['D']
     deg = parse_degradation('sr:4', 16)
     y = deg.true(gt)
@@ -265,7 +195,6 @@ def test_dgp_restores_sr(net, gt, lpips_module):
 # QC.
 
 def test_qc_recovers_q(qc_net, lpips_module):
-    from inversion import qc
     G = qc_net['G_ema']
     w_true = common.sample_ws(G, 2, seed=11)
     q_true = torch.randn([2, 4], generator=torch.Generator().manual_seed(3)) * 0.3
@@ -282,7 +211,6 @@ def test_qc_recovers_q(qc_net, lpips_module):
 
 
 def test_qc_rejects_plain_network(net, gt, lpips_module):
-    from inversion import qc
     with pytest.raises(ValueError, match='QC-StyleGAN'):
         qc.invert(net['G_ema'], gt, None, lpips_module)
 
@@ -290,7 +218,6 @@ def test_qc_rejects_plain_network(net, gt, lpips_module):
 # Editing.
 
 def test_sefa_and_direction(net, tmp_path):
-    from inversion import editing
     G = net['G_ema']
     dirs, values = editing.sefa_directions(G, 3)
     assert dirs.shape == (3, 16) and torch.allclose(dirs.norm(dim=1), torch.ones(3), atol=1e-5)
@@ -322,7 +249,6 @@ def _write_targets(folder, net):
 
 def test_invert_cli_mixed_folder(net, tmp_path):
     from click.testing import CliRunner
-    import invert
     legacy.save_network_pkl(net, str(tmp_path / 'net.pkl'))
     _write_targets(tmp_path / 'targets', net)
     np.save(tmp_path / 'dir.npy', np.ones(16, np.float32))
@@ -343,7 +269,6 @@ def test_invert_cli_mixed_folder(net, tmp_path):
 
 def test_invert_cli_bad_input(net, qc_net, tmp_path):
     from click.testing import CliRunner
-    import invert
     legacy.save_network_pkl(net, str(tmp_path / 'net.pkl'))
     (tmp_path / 'empty').mkdir()
     PIL.Image.fromarray(np.zeros([16, 16, 3], np.uint8)).save(tmp_path / 'x.png')
@@ -362,7 +287,6 @@ def test_invert_cli_bad_input(net, qc_net, tmp_path):
 
 def test_invert_cli_qc_transfer(qc_net, tmp_path):
     from click.testing import CliRunner
-    import invert
     legacy.save_network_pkl({k: v for k, v in qc_net.items() if k != 'G_teacher'}, str(tmp_path / 'qc.pkl'))
     PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
     PIL.Image.fromarray((np.random.RandomState(1).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 'r.png')

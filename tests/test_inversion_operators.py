@@ -8,6 +8,7 @@ import torch
 
 from inversion import operators as D
 from inversion.losses import MSELPIPS, MultiscaleLPIPSL1, noise_regularization, normalize_noise_
+from metrics.restoration import LPIPS
 
 
 def smooth_images(n=2, size=64, seed=0):
@@ -31,7 +32,6 @@ def grad_ok(deg, x):
 
 @pytest.fixture(scope='module')
 def lpips_alex():
-    from metrics.restoration import LPIPS
     return LPIPS(net='alex', pnet_rand=True)
 
 #----------------------------------------------------------------------------

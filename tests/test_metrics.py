@@ -26,7 +26,6 @@ from metrics import perceptual_path_length
 from metrics import precision_recall
 from metrics import restoration
 from training import networks
-from training.dataset import DatasetError
 
 pytestmark = [pytest.mark.usefixtures('single_thread'),
               pytest.mark.filterwarnings('ignore:`torch.jit.*` is deprecated:FutureWarning')]
@@ -379,7 +378,7 @@ def test_random_labels_come_from_the_dataset(tmp_path):
     c = metric_utils.random_labels(opts, G, 12)
     assert c.shape == (12, 3) and torch.all(c.sum(1) == 1) and set(c.argmax(1).tolist()) <= {0, 1, 2}
     opts = metric_utils.MetricOptions(G=G, dataset_kwargs=dataset_kwargs(data), device=CPU)  # no labels requested
-    with pytest.raises(DatasetError, match='conditional with 3 classes'):
+    with pytest.raises(metric_utils.MetricDataError, match='conditional with 3 classes'):
         metric_utils.random_labels(opts, G, 2)
 
 
@@ -426,7 +425,7 @@ def test_q_mode_plumbing(detector_pt):
 def test_dataset_size_and_resolution_errors(tmp_path, detector_pt):
     overrides = {'inception': detector_pt, 'vgg16': detector_pt}
     data16 = make_dataset_zip(tmp_path / 'd16.zip', num=8, size=16)
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(metric_utils.MetricDataError) as info:
         metric_main.calc_metric('fid100_full', G=tiny_G(32), dataset_kwargs=dataset_kwargs(data16), device=CPU,
                                 detector_overrides=overrides)
     message = str(info.value)
@@ -434,11 +433,11 @@ def test_dataset_size_and_resolution_errors(tmp_path, detector_pt):
     assert '\n' not in message
     # Too few reals for precision/recall (k = 3 needs 4) and for FID (2).
     data3 = make_dataset_zip(tmp_path / 'd3.zip', num=3, size=16)
-    with pytest.raises(DatasetError, match=r'needs at least 4 real images .* provides 3'):
+    with pytest.raises(metric_utils.MetricDataError, match=r'needs at least 4 real images .* provides 3'):
         metric_main.calc_metric('pr1k3_full', G=tiny_G(16), dataset_kwargs=dataset_kwargs(data3), device=CPU,
                                 detector_overrides=overrides)
     data1 = make_dataset_zip(tmp_path / 'd1.zip', num=1, size=16)
-    with pytest.raises(DatasetError, match='needs at least 2'):
+    with pytest.raises(metric_utils.MetricDataError, match='needs at least 2'):
         metric_main.calc_metric('fid100_full', G=tiny_G(16), dataset_kwargs=dataset_kwargs(data1), device=CPU,
                                 detector_overrides=overrides)
     with pytest.raises(metric_main.UnknownMetricError, match='fid50k_full'):

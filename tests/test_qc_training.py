@@ -12,21 +12,14 @@ import legacy
 from training import qc as qc_surgery
 import train
 from torch_utils import training_stats
-from training import networks
 from training import training_loop
 
 #----------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def stock16(tmp_path_factory):
-    """A small plain StyleGAN2 network pickle (random weights) to fine-tune."""
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
-                           mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
-    path = str(tmp_path_factory.mktemp('net') / 'stock16.pkl')
-    legacy.save_network_pkl(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=None), path)
-    return path
+def stock16(stock16_pkl):
+    """A small plain StyleGAN2 network pickle (random weights) to fine-tune (see conftest.py)."""
+    return stock16_pkl
 
 def qc_args(data, resume, run_dir, **overrides):
     _desc, args = train.setup_training_loop_kwargs(data=data, cfg='tiny', aug='ada', workers=0, device='cpu', batch=8,

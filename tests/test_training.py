@@ -16,6 +16,7 @@ import legacy
 import train
 from torch_utils import training_stats
 from training import training_loop
+from training.loss import StyleGAN2Loss
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +107,6 @@ def test_ada_moves_p_toward_target(faces16, tmp_path):
 class NaNLoss:
     """A loss that poisons G after its first phase, to exercise the divergence guard."""
     def __init__(self, device, G, D, augment_pipe=None, **kwargs):
-        from training.loss import StyleGAN2Loss
         self.inner = StyleGAN2Loss(device, G, D, augment_pipe, **kwargs)
         self.G = G
     def accumulate_gradients(self, **kwargs):

@@ -1,17 +1,30 @@
-"""Process launching shared by train.py, train_encoder.py and calc_metrics.py.
+"""The launcher shared by train.py, train_encoder.py and calc_metrics.py.
 
 One process per device: `--gpus N` spawns N processes with `torch.multiprocessing.spawn`
 (NCCL on CUDA, gloo on CPU, rendezvous through a file in a temporary folder), and `torchrun`
 (single or multi node) is detected from its environment variables. A process that fails makes
 `spawn` stop the others; the failure is turned into one line for the command line.
+
+A training script calls `start(...)` from its `main` (run directory, options file, spawning or
+torchrun) and `run_process(...)` from its per-process function (log file, device, process group,
+fresh statistics, user errors; the log file is closed and `sys.stdout`/`sys.stderr` restored on
+the way out). The loops average gradients and share weights with `average_gradients`,
+`average_buffers` and `broadcast_module`.
 """
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
 
 import torch
+
+import dnnlib
+from torch_utils import custom_ops
+from torch_utils import devices
+from torch_utils import misc
+from torch_utils import training_stats
 
 #----------------------------------------------------------------------------
 
@@ -49,22 +62,24 @@ def _reported_error(temp_dir):
             continue
     return None
 
-def process_device(device_type, local_rank, num_procs):
-    """The torch.device of one process; CPU processes share the cores between them."""
+def process_device(device_type, local_rank, num_procs, device_index=None):
+    """The torch.device of one process: with several processes the local rank's GPU, with one the
+    GPU `device_index` (`--device cuda:N`; default 0). CPU processes share the cores between them."""
     if device_type == 'cuda':
-        device = torch.device('cuda', local_rank)
+        index = device_index if (num_procs == 1 and device_index is not None) else local_rank
+        device = torch.device('cuda', index)
         torch.cuda.set_device(device)
         return device
     if num_procs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_procs))
     return torch.device('cpu')
 
-def torchrun_setup(num_procs, device_type, choose_run_dir):
+def torchrun_setup(num_procs, device_type, choose_run_dir, device_index=None):
     """In a torchrun process: join the group; rank 0 calls `choose_run_dir()` and every rank gets
     its result. Returns (rank, local_rank, run_dir)."""
     rank, local_rank, _world_size = torchrun_ranks()
     if device_type == 'cuda':
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(device_index if (num_procs == 1 and device_index is not None) else local_rank)
     init_process_group(rank, num_procs, device_type)
     holder = [choose_run_dir() if rank == 0 else None]
     torch.distributed.broadcast_object_list(holder, src=0)
@@ -114,5 +129,133 @@ def launch(fn, args, num_procs, log_hint=None):
             last = [line for line in str(err).strip().splitlines() if line.strip()][-1]
             raise LaunchError(f'a process failed: {last}; the other processes were stopped{hint}') from err
     return None
+
+#----------------------------------------------------------------------------
+# Training scripts: from main() to the loop.
+
+def torchrun_gpus(gpus, explicit):
+    """The process count: torchrun's WORLD_SIZE when started by torchrun (a ValueError if an
+    explicit --gpus disagrees), else `gpus`."""
+    if not started_by_torchrun():
+        return gpus
+    world_size = int(os.environ['WORLD_SIZE'])
+    if explicit and gpus != world_size:
+        raise ValueError(f'--gpus {gpus} disagrees with torchrun WORLD_SIZE={world_size}; drop --gpus under torchrun')
+    return world_size
+
+def continued_run_desc(ckpt_path):
+    """Run description of a run continued from `.../NNNNN-desc/checkpoint.pt`: 'desc-continued'."""
+    return os.path.basename(os.path.dirname(os.path.abspath(ckpt_path))).split('-', 1)[-1] + '-continued'
+
+def continue_run(args, explicit, gpus, device):
+    """Exact resume: the process count and device that may change from the command line (`explicit`
+    names the options given there). Another --gpus changes the per-process data shards and random
+    streams, which is said; the batch must still split evenly. Raises ValueError."""
+    if 'gpus' in explicit and gpus != args.num_gpus:
+        print(f'Note: the checkpoint was trained with {args.num_gpus} processes; continuing with {gpus} changes '
+              f'the per-process data shards and random streams (not an exact continuation).')
+        if args.batch_size % gpus != 0:
+            raise ValueError(f'the batch size {args.batch_size} is not divisible by --gpus {gpus}')
+        args.num_gpus = gpus
+    if 'device' in explicit:
+        args.pop('device_index', None)
+        args.update(devices.device_options(device))
+
+def write_options(args, file_name, content=None):
+    """`content(args)` (default: `args` itself) as indented JSON in `args.run_dir/file_name`, atomically."""
+    with dnnlib.util.atomic_write(os.path.join(args.run_dir, file_name), 'w') as f:
+        json.dump(args if content is None else content(args), f, indent=2, default=str)
+
+def start(process_fn, args, outdir, desc, options_file, print_options, dry_run=False, options_content=None):
+    """Run a training script's processes from its `main`.
+
+    Picks the run directory `outdir/NNNNN-desc` (into `args.run_dir`), prints the options with
+    `print_options(args)`, writes them (or `options_content(args)`) to `options_file` there, then runs
+    `process_fn(rank, args, temp_dir, local_rank=None, torchrun=False)` in one process, in
+    `args.num_gpus` spawned ones, or in this torchrun process. Nothing is created on `dry_run`.
+    Raises LaunchError (a spawned process failed) or what the single process raised.
+    """
+    if started_by_torchrun():
+        def choose_run_dir():
+            run_dir = dnnlib.util.next_run_dir(outdir, desc)
+            if not dry_run:
+                os.makedirs(run_dir)
+            return run_dir
+        rank, local_rank, args.run_dir = torchrun_setup(args.num_gpus, args.device_type, choose_run_dir,
+                                                        args.get('device_index'))
+        if rank == 0:
+            print_options(args)
+            if not dry_run:
+                write_options(args, options_file, options_content)
+        if dry_run:
+            torch.distributed.destroy_process_group()
+            return None
+        return process_fn(rank, args, None, local_rank=local_rank, torchrun=True)
+
+    args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
+    print_options(args)
+    if dry_run:
+        print('Dry run; exiting.')
+        return None
+    print('Creating output directory...')
+    os.makedirs(args.run_dir)
+    write_options(args, options_file, options_content)
+    print('Launching processes...')
+    return launch(process_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
+
+def run_process(loop_fn, rank, args, temp_dir, local_rank=None, torchrun=False, errors=(), wrap=RuntimeError):
+    """One training process: `loop_fn(rank=rank, device=device)` with everything around it.
+
+    Tees this process's output into `args.run_dir/log.txt`, picks the device (`process_device`),
+    joins the process group (spawned processes), starts the statistics afresh and quiets custom-op
+    builds on ranks > 0. `errors` become one line (`process_errors`). On the way out the log file
+    is closed and `sys.stdout`/`sys.stderr` are what they were before.
+    """
+    if local_rank is None:
+        local_rank = rank
+    with dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True):
+        device = process_device(args.device_type, local_rank, args.num_gpus, args.get('device_index'))
+        if args.num_gpus > 1 and not torchrun:
+            init_process_group(rank, args.num_gpus, args.device_type, temp_dir)
+        training_stats.reset()  # a new run (also when called again in the same process)
+        training_stats.init_multiprocessing(rank=rank, sync_device=device if args.num_gpus > 1 else None)
+        if rank != 0:
+            custom_ops.verbosity = 'none'
+        with process_errors(errors, temp_dir, rank, exits=(args.num_gpus > 1 or torchrun), wrap=wrap):
+            return loop_fn(rank=rank, device=device)
+
+#----------------------------------------------------------------------------
+# Inside the loops.
+
+def average_gradients(params, num_procs):
+    """All-reduce the gradients of `params` in one flat buffer and average them over the processes;
+    then replace NaN/Inf in every gradient (NaN -> 0, +-Inf -> +-1e5). Missing gradients count as 0."""
+    if num_procs > 1 and len(params) > 0:
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        torch.distributed.all_reduce(flat)
+        flat /= num_procs
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].reshape(p.shape)
+            offset += n
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+
+def broadcast_module(module, num_procs):
+    """Every parameter and buffer of `module` <- rank 0's (no-op for one process or None)."""
+    if num_procs > 1 and module is not None:
+        for tensor in misc.params_and_buffers(module):
+            torch.distributed.broadcast(tensor.data, src=0)
+
+def average_buffers(module, num_procs, skip=()):
+    """Average the floating-point buffers of `module` (e.g. BatchNorm running statistics, which
+    differ because each rank sees other images) over the processes; buffers named in `skip` stay."""
+    if num_procs > 1:
+        for name, buf in module.named_buffers():
+            if buf.is_floating_point() and name not in skip:
+                torch.distributed.all_reduce(buf)
+                buf /= num_procs
 
 #----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import PIL.Image
 import torch
 
 import dnnlib
+from torch_utils.devices import parse_device  # noqa: F401  (re-exported: scripts used to import it from here)
 
 #----------------------------------------------------------------------------
 
@@ -48,22 +49,5 @@ def make_grid(images, grid_size=None):
 def save_image_grid(img, path, drange=(-1, 1), grid_size=None):
     """Float images `[N, C, H, W]` in `drange` -> one PNG grid, atomically."""
     save_image(make_grid(to_uint8(img, drange), grid_size), path)
-
-#----------------------------------------------------------------------------
-
-def parse_device(device):
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> torch.device; a clear error if CUDA is asked for but absent."""
-    if device in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f'invalid device "{device}": use cpu, cuda or cuda:N') from err
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ValueError('CUDA was requested but no CUDA device is available; use --device cpu')
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f'{device} requested but only {torch.cuda.device_count()} CUDA device(s) exist')
-    return device
 
 #----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import PIL.Image
 import torch
 
 import dnnlib
+from training import degradation_sampler
 
 try:
     import pyspng
@@ -152,7 +153,6 @@ class Dataset(torch.utils.data.Dataset):
 
         self._degradation = None
         if degradation is not None:
-            from training import degradation_sampler  # albumentations is imported only when a sampler draws
             self._degradation = degradation_sampler.build_sampler(degradation, seed=random_seed)
 
     def _get_raw_labels(self):

@@ -149,3 +149,12 @@ def load_qc_network(spec, device=None, **convert_kwargs):
     return data
 
 #----------------------------------------------------------------------------
+
+def trainable_parameters(G, train_blocks):
+    """Parameters of the last `train_blocks` synthesis blocks of `G` (what QC fine-tuning trains;
+    everything else stays frozen)."""
+    resolutions = G.synthesis.block_resolutions[-train_blocks:]
+    prefixes = tuple(f'synthesis.b{res}.' for res in resolutions)
+    return [p for name, p in G.named_parameters() if name.startswith(prefixes)]
+
+#----------------------------------------------------------------------------

@@ -23,12 +23,14 @@ import torch
 
 import dnnlib
 import legacy
-from training import qc as qc_surgery
+from metrics import metric_main
+from torch_utils import distributed
 from torch_utils import image_utils
 from torch_utils import misc
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
+from training import qc as qc_surgery
 
 CHECKPOINT_FORMAT = 'qcgan-training-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -116,23 +118,6 @@ def is_checkpoint_file(path):
 
 #----------------------------------------------------------------------------
 
-def _average_gradients(params, num_gpus):
-    """All-reduce the gradients of `params` in one flat buffer, average, and sanitise them."""
-    if len(params) == 0:
-        return
-    if num_gpus > 1:
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-        torch.distributed.all_reduce(flat)
-        flat /= num_gpus
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset:offset + n].reshape(p.shape)
-            offset += n
-    for p in params:
-        if p.grad is not None:
-            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-
 def update_ema(G_ema, G, beta, ema_names=None):
     """G_ema's parameters <- beta * G_ema + (1 - beta) * G; buffers copied from G.
 
@@ -154,11 +139,6 @@ def update_ema(G_ema, G, beta, ema_names=None):
         ema_buffers, buffers = list(G_ema.buffers()), list(G.buffers())
         if ema_buffers:
             torch._foreach_copy_(ema_buffers, buffers)
-
-def _broadcast_module(module, num_gpus):
-    if num_gpus > 1 and module is not None:
-        for tensor in misc.params_and_buffers(module):
-            torch.distributed.broadcast(tensor.data, src=0)
 
 def _all_finite(modules):
     for module in modules:
@@ -289,7 +269,7 @@ def training_loop(
     G_trainable = list(G.parameters())
     ema_names = None
     if qc_kwargs is not None:
-        G_trainable = _qc_trainable_parameters(G, qc_kwargs.get('train_blocks', 3))
+        G_trainable = qc_surgery.trainable_parameters(G, qc_kwargs.get('train_blocks', 3))
         ema_names = qc_surgery.qc_ema_parameter_names(G, qc_kwargs.get('ema', 'released'))
     trained = [('G', G, G_trainable, G_opt_kwargs, G_reg_interval), ('D', D, list(D.parameters()), D_opt_kwargs, D_reg_interval)]
     if D_degraded is not None:
@@ -333,7 +313,7 @@ def training_loop(
 
     # Every rank starts from rank 0's weights.
     for module in [G, D, G_ema, augment_pipe, D_degraded, G_teacher]:
-        _broadcast_module(module, num_gpus)
+        distributed.broadcast_module(module, num_gpus)
 
     # Print network summaries.
     if rank == 0 and checkpoint is None:
@@ -419,7 +399,7 @@ def training_loop(
             for p in phase.params:
                 p.requires_grad_(False)
             with torch.autograd.profiler.record_function(phase.name + '_opt'):
-                _average_gradients(phase.params, num_gpus)
+                distributed.average_gradients(phase.params, num_gpus)
                 phase.opt.step()
 
         # Update G_ema: parameters follow G with a half-life of ema_kimg; buffers are copied.
@@ -516,7 +496,6 @@ def training_loop(
 
             # Evaluate metrics on the snapshot.
             if len(metrics) > 0:
-                from metrics import metric_main
                 log('Evaluating metrics...')
                 # QC generators: q = 0 fakes against sharp reals, and q ~ N(0, I) fakes against degraded reals.
                 sharp_kwargs = {k: v for k, v in training_set_kwargs.items() if k != 'degradation'}
@@ -600,12 +579,6 @@ def _build_from_arch(arch):
     arch = json.loads(arch)
     cls = legacy._resolve_class(arch['class_name'].rsplit('.', 1)[-1], arch['init_args'], arch['init_kwargs'])
     return cls(*arch['init_args'], **arch['init_kwargs'])
-
-def _qc_trainable_parameters(G, train_blocks):
-    """Parameters of the last `train_blocks` synthesis blocks; everything else stays frozen."""
-    resolutions = G.synthesis.block_resolutions[-train_blocks:]
-    prefixes = tuple(f'synthesis.b{res}.' for res in resolutions)
-    return [p for name, p in G.named_parameters() if name.startswith(prefixes)]
 
 def _setup_qc_networks(qc_kwargs, checkpoint, resume_pkl, common_kwargs, rank, num_gpus, random_seed, log):
     """(G, D, G_ema, D_degraded, G_teacher) for QC fine-tuning, from a checkpoint or a network file."""
