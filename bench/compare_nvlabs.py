@@ -85,9 +85,9 @@ def our_code():
 def network_kwargs(res, arch='paper'):
     """Constructor kwargs (G, D) both codebases accept: the reference widths for `res`, fp32."""
     if arch == 'tiny':
-        a = legacy._arch(res, channel_base=2048, channel_max=64, map_layers=2, w_dim=64, fp16=0)  # pylint: disable=protected-access
+        a = legacy.make_arch(res, channel_base=2048, channel_max=64, map_layers=2, w_dim=64, fp16=0)
     else:
-        a = legacy._arch(res, channel_base=32768 if res >= 512 else 16384, channel_max=512, map_layers=8, fp16=0)  # pylint: disable=protected-access
+        a = legacy.make_arch(res, channel_base=32768 if res >= 512 else 16384, channel_max=512, map_layers=8, fp16=0)
     G_kwargs, D_kwargs = legacy.network_kwargs_from_arch(a)
     return dnnlib.EasyDict(G_kwargs), dnnlib.EasyDict(D_kwargs)
 
