@@ -47,6 +47,8 @@ def test_compare_rejects_bad_input(tmp_path):
     assert result.exit_code == 2 and 'WORKLOAD:RES:BATCH' in result.output
     result = CliRunner().invoke(compare_nvlabs.main, ['--nvlabs', str(tmp_path), '--cases', 'G:16:1'])
     assert result.exit_code == 2 and 'not a stylegan2-ada-pytorch checkout' in result.output
+    result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'GD:16:1', '--variant', 'compile'])
+    assert result.exit_code == 2 and 'only the G workload' in result.output
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(NVLABS_DIR, 'training', 'networks.py')),
