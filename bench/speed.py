@@ -21,7 +21,8 @@ Variants (--variants, comma list; each is dash-joined tokens):
   compile    compile = torch.compile of the synthesis network (G, inversion) or of the
              encoder; the compile time is excluded (warm-up) and reported separately
 e.g. `ref-fp32`, `cuda-fp16`, `cuda-fp16-cl`, `cuda-bf16-compile`. Variants a device cannot run
-are skipped with a note.
+are skipped with a note, and so is bf16 on a CPU without native bfloat16 (no avx512_bf16/amx_bf16),
+where autocast emulates it and one step takes minutes instead of a fraction of a second.
 
 Per row: images/s, ms per call, seconds per kimg (training workloads: 1000 images; inference:
 1000 generated images; inversion: 1000 images x one step), peak memory (CUDA: max allocated;
