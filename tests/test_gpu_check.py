@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_gpu_check_dry_run(tmp_path):
     env = dict(os.environ, GPU_CHECK_DRY_RUN='1', PYTHON=sys.executable, OMP_NUM_THREADS='1')
     proc = subprocess.run(['bash', os.path.join(ROOT, 'bench', 'gpu_check.sh'), str(tmp_path / 'gc')], env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+                          capture_output=True, text=True, timeout=1500, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'build: SKIPPED: no GPU' in proc.stdout and 'tests: SKIPPED: no GPU' in proc.stdout
     report = json.load(open(tmp_path / 'gc' / 'gpu_check.json'))
