@@ -29,8 +29,13 @@ demo: venv
 	$(PY) generate.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --seeds 0-15 --grid --outdir out/demo --device cpu
 	$(PY) invert.py --network "$$(ls -t out/runs/*-qc/network-snapshot-*.pkl | head -n 1)" --method qc \
 		--target out/data/heldout/00000/img00000000.png --ground-truth out/data/heldout/00000/img00000000.png \
-		--synthesize-degradation --degradation sr:2+denoise:S --steps 100,100 --lpips-backbone random --no-encoder-ok \
+		--synthesize-degradation --operator sr:2+denoise:S --steps 100,100 --lpips-backbone random --no-encoder-ok \
 		--outdir out/demo/restore --device cpu
+	@echo "Pictures to open:"
+	@ls -d "$$(ls -td out/runs/*-tiny-kimg20 | head -n 1)"/fakes0*.png | tail -n 1
+	@ls -d "$$(ls -td out/runs/*-qc | head -n 1)"/fakes_degraded0*.png | tail -n 1
+	@echo out/demo/grid.png
+	@ls out/demo/restore/*_panel.png
 
 test: venv
 	$(PY) -m pytest -q tests

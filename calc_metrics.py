@@ -27,6 +27,7 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from metrics import metric_main
 from metrics import metric_utils
 from torch_utils import custom_ops
@@ -143,6 +144,8 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
             raise UserError(f'--data is required for {", ".join(needs_data)}: the network file has no training_set_kwargs')
         args.dataset_kwargs = dnnlib.EasyDict()
     else:
+        if data is None:  # the class name comes from the network file: only this project's dataset classes
+            dnnlib.util.resolve_allowed_class(args.dataset_kwargs.get('class_name'), what=f'{network_spec}: training_set_kwargs.class_name')
         args.dataset_kwargs.resolution = args.G.img_resolution
         args.dataset_kwargs.use_labels = (args.G.c_dim != 0)
         if mirror is not None:
@@ -169,7 +172,7 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
 
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', help='Network pickle: path, URL, zoo name or init:PRESET  [required]', metavar='PATH')
+@click.option('--network', 'network_spec', help='Network: pickle or weights file, URL, zoo name or init:PRESET  [required]', metavar='NETWORK')
 @click.option('--metrics', help='Comma-separated list of metrics', type=CommaSeparatedList(), default='fid50k_full', show_default=True)
 @click.option('--data', help='Dataset to evaluate against [default: look up from the network]', metavar='PATH')
 @click.option('--mirror', help='Include x-flipped reals (legacy metrics) [default: look up]', type=bool, metavar='BOOL')
@@ -182,6 +185,7 @@ def setup_args(network_spec, metrics, data, mirror, gpus, device, detector_incep
 @click.option('--seed', help='Random seed of the generated samples', type=int, default=0, show_default=True, metavar='INT')
 @click.option('--verbose', help='Print progress', type=bool, default=True, show_default=True, metavar='BOOL')
 @click.option('--list', 'list_metrics', help='List the available metrics and exit', is_flag=True)
+@cli.trust_pickle_option
 def calc_metrics(network_spec, metrics, data, mirror, gpus, device, detector_inception, detector_vgg, q_mode, workers, seed,
                  verbose, list_metrics):
     if list_metrics:

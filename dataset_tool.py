@@ -121,7 +121,21 @@ class _Source:
 
 _FILTERS = {'box': PIL.Image.Resampling.BOX, 'lanczos': PIL.Image.Resampling.LANCZOS}
 
+MAX_RESOLUTION = 8192  # 8192^2 RGB is 200 MB per uncompressed image; larger is a typo, not a GAN dataset
+
+def _resolution_option(ctx, param, value):
+    """click callback of --resolution: a usage error (exit code 2) for values no dataset can have."""
+    _ = ctx
+    if value is not None:
+        if value > MAX_RESOLUTION:
+            raise click.BadParameter(f'{value} is above the limit of {MAX_RESOLUTION}', param=param)
+        if value < 4 or (value & (value - 1)) != 0:
+            raise click.BadParameter(f'{value} is not a power of two between 4 and {MAX_RESOLUTION}', param=param)
+    return value
+
 def _check_power_of_two(value, what):
+    if value > MAX_RESOLUTION:
+        raise click.ClickException(f'{what} {value} is above the limit of {MAX_RESOLUTION}: pass --resolution {MAX_RESOLUTION} or less to resize')
     if value < 4 or (value & (value - 1)) != 0:
         lower = 1 << max(2, value.bit_length() - 1)
         raise click.ClickException(f'{what} {value} is not a power of two >= 4: pass --resolution {lower} '
@@ -209,6 +223,11 @@ def _encode_png(array):
 
 #----------------------------------------------------------------------------
 # Writers
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 class _ZipWriter:
     def __init__(self, f):
@@ -328,6 +347,7 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
             os.makedirs(parent, exist_ok=True)
             tmp_dir = tempfile.mkdtemp(prefix='.' + os.path.basename(os.path.abspath(dest)) + '.', suffix='.tmp', dir=parent)
             try:
+                os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes 0700; the dataset is an ordinary folder
                 summary = run(_FolderWriter(tmp_dir))
                 if os.path.isdir(dest):
                     os.rmdir(dest)  # empty (checked above)
@@ -348,15 +368,26 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
 @click.option('--dest', help='Output .zip or (empty/new) folder', required=True, metavar='PATH')
 @click.option('--max-images', type=click.IntRange(min=1), help='Write at most this many images')
 @click.option('--skip-images', type=click.IntRange(min=0), default=0, help='Skip the first N source images (e.g. to hold them out)')
-@click.option('--resolution', type=int, help='Output resolution (power of two) [default: the data\'s own; 32 for builtin:lfw-faces]')
+@click.option('--resolution', type=int, callback=_resolution_option, help=f'Output resolution (power of two, 4..{MAX_RESOLUTION}) [default: the data\'s own; 32 for builtin:lfw-faces]')
 @click.option('--transform', type=click.Choice(['center-crop', 'center-crop-wide']),
               help='center-crop: largest centred square; center-crop-wide: fit the width, letterbox on black (narrower images are dropped)')
 @click.option('--resize-filter', type=click.Choice(['box', 'lanczos']), default='lanczos', show_default=True,
               help='Resampling filter (box reproduces the paper\'s FFHQ-256 FIDs)')
 @click.option('--channels', type=click.Choice(['1', '3']), help='Output channels [default: the data\'s own; 3 for builtin:lfw-faces]')
 def dataset_tool_main(source, dest, max_images, skip_images, resolution, transform, resize_filter, channels):
-    summary = convert_dataset(source, dest, max_images=max_images, skip_images=skip_images, resolution=resolution, transform=transform,
-                              resize_filter=resize_filter, channels=None if channels is None else int(channels))
+    try:
+        if os.path.splitext(dest)[1].lower() == '.zip':
+            dnnlib.util.check_output_path(dest, '--dest')
+        else:  # a folder: its parent must be writable
+            dnnlib.util.check_output_dir(os.path.dirname(os.path.abspath(dest)), '--dest')
+    except OSError as err:
+        raise click.ClickException(err.strerror) from None
+    try:
+        summary = convert_dataset(source, dest, max_images=max_images, skip_images=skip_images, resolution=resolution, transform=transform,
+                                  resize_filter=resize_filter, channels=None if channels is None else int(channels))
+    except OSError as err:
+        raise click.ClickException(f'cannot write --dest "{dest}": {dnnlib.util.describe_os_error(err)}; '
+                                   f'nothing partial was left behind') from None
     if summary.unreadable:
         shown = ', '.join(f'"{name}"' for name, _ in summary.unreadable[:5]) + (', ...' if len(summary.unreadable) > 5 else '')
         click.echo(f'warning: skipped {len(summary.unreadable)} unreadable image file(s): {shown}', err=True)

@@ -16,6 +16,7 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from torch_utils import devices
 from torch_utils import image_utils
 from torch_utils import misc
@@ -133,9 +134,9 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', help='Network: path, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True)
+@click.option('--network', 'network_spec', help='Network: pickle or weights file, URL, zoo name (e.g. ffhq256) or init:PRESET', required=True, metavar='NETWORK')
 @click.option('--seeds', type=_RangeType(), help='List of random seeds, e.g. 0-7 or 1,5,9', required=True)
-@click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
+@click.option('--trunc', 'truncation_psi', type=cli.FiniteFloat(min=0, max=1), help='Truncation psi (0 = mean image, 1 = no truncation)', default=1, show_default=True)
 @click.option('--trunc-cutoff', 'truncation_cutoff', type=click.IntRange(min=1), help='Truncate only the first N ws')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label (conditional networks)')
 @click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
@@ -143,18 +144,23 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 @click.option('--device', help=devices.DEVICE_HELP, default='auto', show_default=True)
 @click.option('--grid', help='Also save all images as one grid.png', is_flag=True)
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), help='Images per forward pass', default=8, show_default=True)
-@click.option('--q', 'q_spec', help='QC networks: degraded-image quality code: random, seed:K or FILE.npy ([q_dim] or [N, q_dim]); zero = sharp only', default='random', show_default=True)
+@click.option('--q', 'q_spec', help='QC networks: degraded-image quality code: random, seed:K or FILE.npy ([q_dim] or [N, q_dim]); zero = sharp only  [default: random]', default=None)
 @click.option('--q-seed', type=click.IntRange(min=0), help='QC networks: one random q from this seed for every image [default: per image seed]')
 @click.option('--q-from', help='QC networks: interpolate the quality code from this q (zero, random, seed:K, FILE.npy)...')
 @click.option('--q-to', help='...to this q, written as one strip per seed')
 @click.option('--steps', type=click.IntRange(min=2), default=8, show_default=True, help='Images in a --q-from/--q-to strip')
 @click.option('--compile', 'compile_synthesis', is_flag=True, help='Run the synthesis network through torch.compile (pays off for many seeds)')
+@cli.trust_pickle_option
 def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, outdir, device, grid, batch_size,
                   q_spec, q_seed, q_from, q_to, steps, compile_synthesis=False):
     """Writes seedNNNN.png; for QC networks also seedNNNN_degraded.png and seedNNNN_pair.png (sharp | degraded),
     and with --q-from/--q-to seedNNNN_qstrip.png."""
     kwargs = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
                   noise_mode=noise_mode, batch_size=batch_size)
+    try:
+        dnnlib.util.check_output_dir(outdir, '--outdir')
+    except OSError as err:
+        raise click.ClickException(err.strerror)
     try:
         device = devices.parse_device(device)
         print(f'Loading network "{network_spec}" on {device}...')
@@ -163,9 +169,12 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
             G.synthesis.forward = misc.compiled_forward(G.synthesis)
         is_qc = misc.is_qc(G)
         if (q_from is None) != (q_to is None):
-            raise ValueError('--q-from and --q-to go together')
-        if not is_qc and (q_from is not None or q_seed is not None or q_spec not in ('random', 'zero')):
-            raise ValueError('this network has no quality code (it is not a QC-StyleGAN network): drop the --q options')
+            raise click.UsageError('--q-from and --q-to go together')
+        if not is_qc and (q_from is not None or q_seed is not None or q_spec is not None):
+            raise click.UsageError(f'{network_spec} has no quality code (it is not a QC-StyleGAN network): drop the --q options')
+        if class_idx is not None and G.c_dim == 0:
+            raise click.UsageError(f'--class: {network_spec} is unconditional (it has no classes): drop --class')
+        q_spec = 'random' if q_spec is None else q_spec
         sharp = generate_images(G, seeds, device=device, **kwargs)
         degraded = None
         if is_qc and q_spec != 'zero':
@@ -186,6 +195,13 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
     except (legacy.NetworkLoadError, dnnlib.DownloadError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err))
 
+    try:
+        _write_outputs(outdir, seeds, sharp, degraded, strips, grid)
+    except OSError as err:
+        raise click.ClickException(f'cannot write to --outdir "{outdir}": {dnnlib.util.describe_os_error(err)}')
+
+def _write_outputs(outdir, seeds, sharp, degraded, strips, grid):
+    """Write the PNGs (each atomically)."""
     os.makedirs(outdir, exist_ok=True)
     uint8_images = image_utils.to_uint8(sharp)
     for seed, array in zip(seeds, uint8_images):
@@ -202,8 +218,14 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
     if grid:
         grid_path = os.path.join(outdir, 'grid.png')
         rows = uint8_images if degraded is None else np.concatenate([uint8_images, uint8_degraded], axis=2)
-        image_utils.save_image(image_utils.make_grid(rows), grid_path)
-        print(f'Wrote {grid_path}' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
+        gw, gh = image_utils.grid_layout(len(rows))  # no empty cells
+        seed_names = [f'seed {seed}' for seed in seeds]
+        image_utils.save_labelled_grid(rows, grid_path, grid_size=(gw, gh),
+                                       col_labels=seed_names if gh == 1 else None,
+                                       title=('' if gh == 1 else f'seeds {", ".join(str(s) for s in seeds[:gw * 2])}'
+                                              f'{"..." if len(seeds) > gw * 2 else ""} (row by row)') +
+                                             (' | each cell: sharp | degraded' if degraded is not None else ''))
+        print(f'Wrote {grid_path} ({gw}x{gh})' + (' (each cell: sharp | degraded)' if degraded is not None else ''))
 
 #----------------------------------------------------------------------------
 

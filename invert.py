@@ -1,17 +1,22 @@
-"""Restore images by GAN inversion: PTI, CRI, NGD (robust unsupervised), DGP or QC-StyleGAN.
+"""Restore images by GAN inversion: PTI, CRI, NGD (robust unsupervised), DGP, QC-StyleGAN or SPHInX.
 
 The --target images are the OBSERVED degraded images y (at the degradation's output size, e.g. the
-low-res image for sr:4). --synthesize-degradation instead treats them as clean images: they are
-fitted to the network and the true operator is applied first (ground truth known).
+low-res image for sr:4; for compressed sensing, cs:FACTOR, the .npy measurement vectors).
+--synthesize-degradation instead treats them as clean images: they are fitted to the network and
+the true operator is applied first (ground truth known).
 
 Examples:
 
 \b
-  python invert.py --network ffhq.pkl --target lowres/ --method ngd --degradation sr:4 --outdir out
+  python invert.py --network ffhq.pkl --target lowres/ --method ngd --operator sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
-  python invert.py --network ffhq.pkl --target lowres/ --method dgp --degradation sr:4 --dgp-candidates 200 --outdir out
-  python invert.py --network ffhq.pkl --target faces/ --method pti --degradation inpaint:M \\
+  python invert.py --network ffhq.pkl --target lowres/ --method dgp --operator sr:4 --dgp-candidates 200 --outdir out
+  python invert.py --network ffhq.pkl --target faces/ --method pti --operator inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
+  python invert.py --network ffhq.pkl --target xray.png --method sphinx --outdir out \\
+      --attribute rotate --attribute-fac 0,22.5,45 --interpolate other_xray.png
+  python invert.py --network ffhq.pkl --target xray.png --method sphinx --degradation cs:0.01 \\
+      --synthesize-degradation --outdir out
 """
 
 import json
@@ -21,20 +26,24 @@ import time
 
 import click
 import numpy as np
+import PIL.Image
 import torch
 from tqdm import tqdm
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from inversion import common
 from inversion import editing
 from inversion import methods
 from inversion import qc as qc_method
-from inversion.operators import parse_degradation
+from inversion import sphinx
+from inversion.operators import load_measurements, measurement_operator, parse_degradation
+from metrics import provenance
 from metrics import restoration
 from torch_utils import devices
 from torch_utils import misc
-from torch_utils.image_utils import make_grid, save_image, to_uint8
+from torch_utils.image_utils import save_image, save_labelled_grid, to_uint8
 
 #----------------------------------------------------------------------------
 
@@ -48,7 +57,7 @@ def parse_steps(method, text):
 # invert.py options that go to one method's invert() (by method: invert() keyword -> option); an
 # option left at None keeps the method's default.
 METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality'), cri=dict(num_samples='cri_samples', locality='locality'),
-                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(locality='locality'))
+                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(locality='locality'), sphinx=dict(num_draws='draws'))
 
 def find_ground_truth(spec, stem):
     if spec is None:
@@ -72,6 +81,82 @@ def summarize_history(history):
     return out
 
 
+def list_targets(target, degradation, synthesize):
+    """Target files: images, or for a measurement operator (cs:) without --synthesize-degradation,
+    .npy measurement vectors (a file, or the .npy files of a folder)."""
+    if measurement_operator(degradation) is None or synthesize:
+        return common.list_images(target)
+    if os.path.isdir(target):
+        files = sorted(os.path.join(target, n) for n in os.listdir(target) if n.lower().endswith('.npy'))
+        if not files:
+            raise ValueError(f'no .npy measurement files in folder {target} (with {degradation.name}, the targets are '
+                             f'measurement vectors; or pass clean images with --synthesize-degradation)')
+    elif not os.path.isfile(target):
+        raise FileNotFoundError(f'target not found: {target}')
+    elif not target.lower().endswith('.npy'):
+        raise ValueError(f'{target}: with {degradation.name} the target is a .npy measurement vector; to measure a '
+                         f'clean image, add --synthesize-degradation')
+    else:
+        files = [target]
+    for path in files:  # wrong lengths fail now, before any work
+        load_measurements(path, degradation)
+    return files
+
+
+def load_observation(path, degradation, size, res, synthesize, device):
+    """-> (observation y, clean image or None, notes). ValueError for unreadable files."""
+    if synthesize:
+        clean, notes = common.load_target(path, size=res, device=device)
+        with torch.no_grad():
+            return common.degrade(degradation, clean, true=True), clean, notes
+    if path.lower().endswith('.npy'):
+        return load_measurements(path, degradation, device), None, []
+    y, notes = common.load_target(path, size=size, device=device)
+    return y, None, notes
+
+
+def observation_size(path):
+    """(width, height) of an image file, or (length,) of a .npy vector; None if unreadable."""
+    try:
+        if path.lower().endswith('.npy'):
+            return (int(np.load(path, mmap_mode='r', allow_pickle=False).shape[-1]),)
+        with PIL.Image.open(path) as img:
+            return img.size
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, spec, seed, step_kwargs, attribute, attribute_fac,
+                   other):
+    """SPHInX's own outputs for one image: the fit (.pt), the attribute walk and the interpolation strips."""
+    model = out.models[0]
+    sphinx.save_fit(os.path.join(outdir, f'{stem}_sphinx.pt'), model, run=dict(degradation=spec, seed=seed, **step_kwargs),
+                    observation=y.detach().cpu())
+    if attribute:
+        trained, alpha, direction, _ = sphinx.learn_attribute(G, model, y, degradation, lpips_vgg, attribute, attribute_fac,
+                                                              steps=step_kwargs.get('steps', 500), seed=seed, progress=True)
+        frames, alphas = sphinx.attribute_walk(G, trained, alpha, direction, seed=seed)
+        save_labelled_grid(to_uint8(rgb(frames.clamp(-1, 1))), os.path.join(outdir, f'{stem}_walk_{attribute}.png'),
+                           grid_size=(len(frames), 1), col_labels=[f'alpha {a:.2f}' for a in alphas.tolist()],
+                           title=f'{stem}: SPHInX {attribute} walk')
+        save_npy(alphas.numpy(), os.path.join(outdir, f'{stem}_walk_{attribute}_alphas.npy'))
+    if other is not None:
+        frames = sphinx.interpolate(G, model, other, seed=seed)
+        save_labelled_grid(to_uint8(rgb(frames.clamp(-1, 1))), os.path.join(outdir, f'{stem}_interp.png'),
+                           grid_size=(len(frames), 1), col_labels=[f't {t:.2f}' for t in np.linspace(0, 1, len(frames))],
+                           title=f'{stem}: SPHInX interpolation')
+
+
+def save_npy(array, path):
+    with dnnlib.util.atomic_write(path, 'wb') as f:
+        np.save(f, array)
+
+
+def uncertainty_image(u):
+    """Uncertainty `[N, 1, H, W]` (>= 0) -> a gray image in [-1, 1], white = the largest spread."""
+    return u / u.flatten(1).amax(1).clamp_min(1e-8).reshape(-1, 1, 1, 1) * 2 - 1
+
+
 def rgb(x):
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
@@ -82,16 +167,16 @@ def save_png(img, path):
 #----------------------------------------------------------------------------
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', required=True, help='Network pickle / weights file, URL or zoo name')
+@click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--target', required=True, help='Observed image file or folder of images')
 @click.option('--method', type=click.Choice(list(methods.METHODS)), default='ngd', show_default=True, help='Inversion method')
-@click.option('--degradation', 'deg_spec', default='none', show_default=True,
-              help='Degradation spec: none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
+@click.option('--operator', '--degradation', 'deg_spec', default='none', show_default=True, metavar='SPEC',
+              help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
-@click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint (QC method: gives w, q)')
+@click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
-@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed (initial latents, sampled degradations)')
 @click.option('--outdir', required=True, help='Output folder')
 @click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--save-generator', is_flag=True, help='Also save the tuned generator per image (pickle)')
@@ -110,20 +195,39 @@ def save_png(img, path):
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
-@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
-              help='LPIPS backbone: ImageNet weights (downloaded once into the torch hub cache), or random features for machines without them')
+@click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
+              help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
+@click.option('--draws', type=click.IntRange(min=1), default=8, show_default=True,
+              help='SPHInX: renders with fresh (z+, s) averaged into the result (1 = one random draw, as the official code)')
+@click.option('--interpolate', 'interpolate_with', default=None, metavar='OTHER',
+              help='SPHInX: also fit this observation (same size as the targets) and write an interpolation strip')
+@click.option('--attribute', type=click.Choice(['rotate']), default=None,
+              help='SPHInX: learn an attribute walk from the fit (--steps steps, else 500) and write its strip')
+@click.option('--attribute-fac', default='0,22.5,45', show_default=True, help='SPHInX: attribute factors (rotate: degrees, first 0)')
+@cli.trust_pickle_option
+@cli.os_errors_as_one_line
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
-         q_from, lpips_backbone, compile_synthesis=False):
+         q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
+         attribute_fac='0,22.5,45'):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
+    if encoder_path is not None and method != 'qc':
+        raise click.UsageError(f'--encoder is only used by --method qc, not by --method {method}: drop --encoder or use --method qc')
+    try:
+        dnnlib.util.check_output_dir(outdir, '--outdir')
+    except OSError as err:
+        raise click.ClickException(err.strerror)
     common.compile_synthesis(compile_synthesis)
-    data = legacy.load_network(network_spec, device=device)
+    try:
+        data = legacy.load_network(network_spec, device=device)
+    except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
+        raise click.ClickException(' '.join(f'--network: {err}'.split()))
     G = data['G_ema'].eval()
     D = data.get('D')
     if not misc.is_qc(G):
@@ -137,21 +241,48 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             raise click.UsageError(f'--method qc without --encoder: {qc_method.ENCODER_FREE_NOTE}; '
                                    f'to optimise (w, q) anyway, add --no-encoder-ok')
         print(f'Warning: --method qc without --encoder: {qc_method.ENCODER_FREE_NOTE}')
+    sphinx_only = [opt for opt, val in (('--interpolate', interpolate_with), ('--attribute', attribute)) if val]
+    if sphinx_only and method != 'sphinx':
+        raise click.UsageError(f'{", ".join(sphinx_only)}: only for --method sphinx')
+    if method == 'sphinx':
+        bad = [opt for opt, val in (('--encoder', encoder_path), ('--edit', edit_path), ('--sefa', sefa)) if val]
+        if bad:
+            raise click.UsageError(f'{", ".join(bad)}: not for --method sphinx (it learns its own heads and renders with its '
+                                   f'content input S; edit with --attribute rotate or --interpolate OTHER)')
+    try:
+        attribute_fac = [float(v) for v in str(attribute_fac).split(',') if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f'"{attribute_fac}" is not a comma list of numbers', param_hint='--attribute-fac')
+    if attribute and len(attribute_fac) < 2:
+        raise click.BadParameter('give at least two factors, e.g. 0,22.5,45', param_hint='--attribute-fac')
     res = G.synthesis.img_resolution
     try:
-        degradation = parse_degradation(deg_spec, res, device=device, seed=seed)
+        degradation = parse_degradation(deg_spec, res, device=device, seed=seed, channels=G.synthesis.img_channels)
     except (ValueError, FileNotFoundError) as err:
-        raise click.BadParameter(str(err), param_hint='--degradation')
+        raise click.BadParameter(str(err), param_hint='--operator')
+    if attribute and not getattr(degradation, 'is_image', True):
+        raise click.UsageError(f'--attribute needs image observations, not {degradation.name} measurements')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
     try:
-        files = common.list_images(target)
+        files = list_targets(target, degradation, synthesize_degradation)
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint='--target')
+    if interpolate_with is not None:
+        if not os.path.isfile(interpolate_with):
+            raise click.BadParameter(f'{interpolate_with}: file not found', param_hint='--interpolate')
+        other_size = observation_size(interpolate_with)
+        if other_size is None:
+            raise click.BadParameter(f'cannot read {interpolate_with} (an image, or a .npy measurement vector with cs:)',
+                                     param_hint='--interpolate')
+        for path in files:
+            size = observation_size(path)
+            if size is not None and size != other_size:
+                what = 'values' if len(size) == 1 else 'pixels (width, height)'
+                raise click.BadParameter(f'{interpolate_with} has size {other_size} but {os.path.basename(path)} has {size} '
+                                         f'{what}; interpolate between observations of the same size', param_hint='--interpolate')
     encoder = None
     if encoder_path is not None:
-        if method != 'qc':
-            print(f'Note: --encoder is only used by --method qc; ignored for {method}')
-        else:
+        if method == 'qc':
             try:
                 encoder = methods.load_encoder(encoder_path, G=G, device=device)
             except methods.MethodError as err:
@@ -160,12 +291,30 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(f'--edit: {err}')
-    lpips = methods.build_lpips_modules([method], random_backbone=(lpips_backbone == 'random'), device=device, extra=['alex'],
-                                        seed=seed)
+    try:
+        lpips_backbone = restoration.check_lpips_backbone(lpips_backbone)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--lpips-backbone')
+    try:
+        lpips = methods.build_lpips_modules([method], random_backbone=lpips_backbone, device=device, extra=['alex'], seed=seed)
+    except (dnnlib.DownloadError, ImportError) as err:
+        raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
-    cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates)
+    cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
+                       draws=draws)
     options = {key: cli_options[name] for key, name in METHOD_OPTIONS.get(method, {}).items() if cli_options[name] is not None}
+    lpips_vgg = lpips['vgg']  # SPHInX's attribute walk
     os.makedirs(outdir, exist_ok=True)
+
+    other = None
+    if interpolate_with is not None:
+        try:
+            y_other, _, _ = load_observation(interpolate_with, degradation, obs_size, res, synthesize_degradation, device)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint='--interpolate')
+        torch.manual_seed(seed)
+        other = methods.run(method=method, G=G, target=y_other, degradation=degradation, lpips=lpips, steps=step_kwargs,
+                            D=D, encoder=encoder, seed=seed, progress=True, **options).models[0]
 
     q_ref = None
     if q_from:
@@ -180,18 +329,18 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                    images={}, skipped={})
     if method == 'dgp':
         summary['dgp_candidates'] = dgp_candidates
+    summary['provenance'] = provenance.build(
+        network=network_spec, network_resolved=legacy.resolve_network_spec(network_spec) if not str(network_spec).startswith('init:') else None,
+        lpips=[lpips['alex'], lpips['vgg']], method=method, seed=seed,
+        settings=dict(step_kwargs, **options, degradation=deg_spec, encoder=None if encoder is None else provenance.file_record(encoder.path),
+                      synthesize_degradation=bool(synthesize_degradation)))
     start = time.time()
-    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=len(files) < 1):
+    show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
+    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):
         stem = os.path.splitext(os.path.basename(path))[0]
         torch.manual_seed(seed)
         try:
-            clean = None
-            if synthesize_degradation:
-                clean, notes = common.load_target(path, size=res, device=device)
-                with torch.no_grad():
-                    y = common.degrade(degradation, clean, true=True)
-            else:
-                y, notes = common.load_target(path, size=obs_size, device=device)
+            y, clean, notes = load_observation(path, degradation, obs_size, res, synthesize_degradation, device)
         except ValueError as err:
             tqdm.write(f'Warning: skipping {path}: {err}')
             summary['skipped'][os.path.basename(path)] = str(err)
@@ -202,7 +351,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = methods.run(method=method, G=G, target=y, degradation=degradation, lpips=lpips, steps=step_kwargs, D=D,
-                          encoder=encoder, seed=seed, progress=True, **options)
+                          encoder=encoder, seed=seed, progress=show_progress, **options)
         Gr = out.G
         gen = common.LatentGenerator(Gr)
         with torch.no_grad():
@@ -210,23 +359,39 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             redeg = out.degraded if out.q is not None else restored
             redeg = common.degrade(degradation, redeg, true=True)
         save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
-        save_png(redeg, os.path.join(outdir, f'{stem}_degraded.png'))
+        if redeg.ndim == 2:  # measurements (cs:): the vectors as .npy, their back-projections as PNG
+            save_npy(redeg[0].cpu().numpy(), os.path.join(outdir, f'{stem}_degraded.npy'))
+            if synthesize_degradation:
+                save_npy(y[0].cpu().numpy(), os.path.join(outdir, f'{stem}_observation.npy'))
+        save_png(common.to_image_size(degradation, redeg, obs_size), os.path.join(outdir, f'{stem}_degraded.png'))
         panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
+        labels = ['observation', 'restored', 're-degraded']
         if clean is not None:
             panel.append(clean)
-        save_image(make_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), (len(panel), 1)),
-                   os.path.join(outdir, f'{stem}_panel.png'))
+            labels.append('ground truth')
+        if 'uncertainty' in out:
+            panel.append(uncertainty_image(out.uncertainty))
+            labels.append('uncertainty')
+        save_labelled_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), os.path.join(outdir, f'{stem}_panel.png'),
+                           grid_size=(len(panel), 1), col_labels=labels, title=f'{stem}: {method}, {deg_spec}')
         arrays = dict(ws=out.ws.cpu().numpy())
         if out.q is not None:
             arrays['q'] = out.q.cpu().numpy()
         if 'centroid_index' in out:
             arrays['centroid_index'] = out.centroid_index.cpu().numpy()
+        if 'content' in out:  # SPHInX: mean S and the noise maps B (ws = the mean W+ over the draws)
+            arrays['content'] = out.content.cpu().numpy()
+            arrays.update({f'noise{i}': n.detach().cpu().numpy() for i, n in enumerate(out.models[0].noise)})
         with dnnlib.util.atomic_write(os.path.join(outdir, f'{stem}_latents.npz'), 'wb') as f:
             np.savez(f, **arrays)
         if save_generator and Gr is not G:
             legacy.save_network_pkl(dict(G_ema=Gr), os.path.join(outdir, f'{stem}_G.pkl'))
         record = dict(file=os.path.basename(path), loss=[float(v) for v in torch.as_tensor(out.loss).reshape(-1)],
                       history=summarize_history(out.history))
+        if method == 'sphinx':
+            record['draws'], record['spread'] = draws, float(out.spread[0])
+            sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, deg_spec, seed, step_kwargs, attribute,
+                           attribute_fac, other)
         if clean is not None:
             with torch.no_grad():
                 record['psnr'] = float(restoration.psnr(restored.clamp(-1, 1), clean, data_range=2)[0])
@@ -246,18 +411,24 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                     sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d)
                     rows.append(sharp[:, 0])
                 grid = torch.cat(rows).clamp(-1, 1)
-                save_image(make_grid(to_uint8(rgb(grid)), (3, len(rows))), os.path.join(outdir, f'{stem}_sefa.png'))
+                save_labelled_grid(to_uint8(rgb(grid)), os.path.join(outdir, f'{stem}_sefa.png'), grid_size=(3, len(rows)),
+                                   col_labels=[f'strength {-strength:g}', '0', f'strength +{strength:g}'],
+                                   row_labels=[f'SeFa {k}' for k in range(len(rows))])
             if q_ref is not None:
                 qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
                 imgs = torch.cat([gen(out.ws, q=qq)[:1] for qq in qs]).clamp(-1, 1)
                 save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
-                save_image(make_grid(to_uint8(imgs), (len(imgs), 1)), os.path.join(outdir, f'{stem}_q_interp.png'))
+                save_labelled_grid(to_uint8(imgs), os.path.join(outdir, f'{stem}_q_interp.png'), grid_size=(len(imgs), 1),
+                                   col_labels=[f'q {1 - t:.2f}:{t:.2f}' for t in np.linspace(0, 1, len(imgs))],
+                                   title='q interpolated from this image (left) to --q-from (right)')
         summary['images'][stem] = record
     summary['seconds'] = time.time() - start
     with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     done, skipped = len(summary['images']), len(summary['skipped'])
     print(f'Done: {done} image(s) restored with {method} in {summary["seconds"]:.1f} s; results in {outdir}')
+    for note in summary['provenance']['caveats']:
+        print(f'Note: {note}')
     if skipped:
         print(f'Skipped {skipped} unreadable file(s): ' + ', '.join(summary['skipped']))
     if done == 0:

@@ -24,7 +24,9 @@ import click
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from metrics import metric_utils
+from metrics import provenance
 from torch_utils import devices
 from torch_utils import distributed
 from training import presets
@@ -97,6 +99,10 @@ def exact_resume_args(ckpt_path, cli, explicit):
     except ValueError as err:
         raise UserError(str(err)) from err
     args.batch_gpu = min(args.batch_gpu, args.batch_size // args.num_gpus)
+    try:
+        training_loop.check_class_names(args, ckpt_path)
+    except (dnnlib.util.UntrustedFileError, ImportError) as err:
+        raise UserError(str(err)) from err
     args.pop('resume_pkl', None)
     args.resume_checkpoint = os.path.abspath(ckpt_path)
     return args
@@ -116,7 +122,7 @@ class CommaSeparatedList(click.ParamType):
 # General options.
 @click.option('--outdir', help='Where to save the results', required=True, metavar='DIR')
 @click.option('--gpus', help='Number of processes: GPUs, or CPU processes with --device cpu [default: 1]', type=int, metavar='INT')
-@click.option('--snap', help='Snapshot interval [default: 50 ticks]', type=int, metavar='INT')
+@click.option('--snap', help='Snapshot interval [default: 50 ticks]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--metrics', help='Comma-separated list or "none" [default: none]', type=CommaSeparatedList())
 @click.option('--seed', help='Random seed [default: 0]', type=int, metavar='INT')
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
@@ -128,35 +134,38 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--mirror', help='Enable dataset x-flips [default: false]', type=bool, metavar='BOOL')
 # Base config.
 @click.option('--cfg', help='Base config [default: auto]', type=click.Choice(list(CFG_SPECS)))
-@click.option('--gamma', help='Override R1 gamma', type=float)
-@click.option('--kimg', help='Override training duration', type=int, metavar='INT')
-@click.option('--batch', help='Override batch size', type=int, metavar='INT')
+@click.option('--gamma', help='Override R1 gamma', type=cli.FiniteFloat(min=0))
+@click.option('--kimg', help='Override training duration', type=click.IntRange(min=1), metavar='INT')
+@click.option('--batch', help='Override batch size', type=click.IntRange(min=1), metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
-@click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
-@click.option('--target', help='ADA target value for --aug=ada', type=float)
+@click.option('--p', help='Augmentation probability for --aug=fixed', type=cli.FiniteFloat(min=0, max=1))
+@click.option('--target', help='ADA target value for --aug=ada', type=cli.FiniteFloat(min=0, max=1))
 @click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(AUGPIPES))
 # Transfer learning and resume.
 @click.option('--resume', help='Network pickle/URL/zoo name to start from, or a checkpoint.pt to continue exactly', metavar='PKL')
-@click.option('--freezed', help='Freeze-D [default: 0 layers]', type=int, metavar='INT')
+@click.option('--freezed', help='Freeze-D [default: 0 layers]', type=click.IntRange(min=0), metavar='INT')
 # Performance options.
 @click.option('--fp32', help='Disable mixed-precision training', type=bool, metavar='BOOL')
 @click.option('--nhwc', help='Use NHWC memory format with FP16', type=bool, metavar='BOOL')
 @click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, metavar='BOOL')
-@click.option('--workers', help='Override number of DataLoader workers', type=int, metavar='INT')
+@click.option('--workers', help='Override number of DataLoader workers', type=click.IntRange(min=0), metavar='INT')
 # QC-StyleGAN.
 @click.option('--qc', help='Fine-tune --resume into a quality-controllable QC-StyleGAN', is_flag=True, default=None)
-@click.option('--q-dim', help='Quality code size D_q [default: 16]', type=int, metavar='INT')
-@click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=int, metavar='INT')
-@click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=int, metavar='INT')
-@click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=float)
-@click.option('--teacher', help='Frozen source generator for distillation [default: the resumed stock network]', metavar='PKL')
-@click.option('--degradation', help='Degradation preset name or JSON file for real degraded images [default: qc_stylegan_train]', metavar='PRESET')
+@click.option('--q-dim', help='Quality code size D_q [default: 16]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--qc-blocks', help='DegradBlocks in the last M synthesis blocks [default: 2]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--train-blocks', help='Train the last N synthesis blocks (released models: 3, paper: 2) [default: 3]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--kd-weight', help='Feature distillation weight [default: 3]', type=cli.FiniteFloat(min=0))
+@click.option('--teacher', help='Frozen source generator for distillation: network pickle or released G_teacher_*.pth.tar state dict [default: the resumed stock network]', metavar='PKL|PTH')
+@click.option('--degradation-preset', '--degradation', 'degradation', help='Degradation preset (name or JSON file) that degrades the real images [default: qc_stylegan_train]', metavar='PRESET')
 @click.option('--qc-ema', help='G_ema during QC fine-tuning: EMA of the last two blocks minus one conv0, rest copied (released), or of everything (full) [default: released]', type=click.Choice(['released', 'full']))
+@cli.trust_pickle_option
 def main(ctx, outdir, dry_run, **config_kwargs):
     explicit = {name for name in config_kwargs if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     try:
+        if not dry_run:
+            dnnlib.util.check_output_dir(outdir, '--outdir')
         config_kwargs['gpus'] = distributed.torchrun_gpus(config_kwargs['gpus'], 'gpus' in explicit)
         if distributed.started_by_torchrun():
             explicit.add('gpus')
@@ -166,14 +175,39 @@ def main(ctx, outdir, dry_run, **config_kwargs):
             desc = distributed.continued_run_desc(resume)
         else:
             desc, args = setup_training_loop_kwargs(**config_kwargs)
-            if resume is not None and resume not in RESUME_SPECS:
-                legacy.resolve_network_spec(resume)  # fail early on unknown names or missing files
-    except (UserError, legacy.NetworkLoadError, ValueError) as err:
-        raise click.ClickException(str(err))
+            for what, spec in [('--resume', resume), ('--teacher', (args.get('qc_kwargs') or {}).get('teacher'))]:
+                if spec is not None and spec not in RESUME_SPECS:
+                    try:
+                        path = legacy.resolve_network_spec(spec)
+                    except legacy.NetworkLoadError as err:
+                        raise legacy.NetworkLoadError(f'{what}: {err}') from None
+                    legacy.check_network_file(path, what)  # fail before making a run folder
+    except (UserError, legacy.NetworkLoadError, ValueError, OSError) as err:
+        raise click.ClickException(err.strerror if isinstance(err, OSError) and err.filename is None and err.strerror else str(err))
     try:
-        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run)
+        distributed.start(subprocess_fn, args, outdir, desc, 'training_options.json', lambda a: print_options(a, desc), dry_run,
+                          options_content=options_with_provenance)
     except (UserError, distributed.LaunchError) as err:
         raise click.ClickException(str(err))
+
+def options_with_provenance(args):
+    """The options file's content: the options plus `provenance` (start network, teacher, detectors, seed)."""
+    spec = args.get('resume_pkl') or args.get('resume_checkpoint')
+    resolved = None
+    if args.get('resume_pkl') and not str(spec).startswith('init:'):
+        try:
+            resolved = legacy.resolve_network_spec(spec)
+        except legacy.NetworkLoadError:
+            pass
+    teacher = (args.get('qc_kwargs') or {}).get('teacher')
+    detectors = []
+    if args.get('metrics'):
+        opts = metric_utils.MetricOptions(device='cpu')
+        detectors = [provenance.detector_record(opts.resolve_detector(url), name=name)
+                     for name, url in metric_utils.DETECTOR_URLS.items()]
+    record = provenance.build(network=spec, network_resolved=resolved, detectors=detectors, method='train',
+                              seed=args.get('random_seed'), teacher=provenance.network_record(teacher) if teacher else None)
+    return dict(args, provenance=record)
 
 #----------------------------------------------------------------------------
 

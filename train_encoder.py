@@ -49,6 +49,8 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli as cli_options
+from metrics import provenance
 from torch_utils import devices
 from torch_utils import distributed
 from training import degradation_sampler
@@ -107,7 +109,7 @@ def setup_args(network=None, data=None, val_data=None, val_images=None, degradat
     args.self_weight = pick(self_weight, 1.0)
     args.l2_weight = pick(l2, 1.0)
     args.lpips_weight = pick(lpips, 0.8)
-    args.lpips_backbone = lpips_backbone
+    args.lpips_backbone = None if lpips_backbone == 'pretrained' else lpips_backbone
     args.id_weight = pick(id_weight, 0.0)
     args.id_weights = id_weights
     args.id_crop = pick(id_crop, 'ffhq')
@@ -222,6 +224,7 @@ def resume_args(ckpt_path, cli, explicit):
     if not ckpt.get('options_json') or ckpt.get('optimizer') is None:
         raise UserError(f'--resume "{ckpt_path}" is an encoder checkpoint without training state; start a new run with --init')
     args = encoder_loop.group_options(json.loads(ckpt['options_json']))  # also the flat options of older checkpoints
+    args.pop('provenance', None)  # recomputed for the continued run
     conflicting = sorted(set(explicit) - RESUME_OVERRIDABLE)
     if conflicting:
         raise UserError(f'--resume continues a run exactly; these options cannot change: '
@@ -254,13 +257,38 @@ def resume_args(ckpt_path, cli, explicit):
 
 def subprocess_fn(rank, args, temp_dir=None, local_rank=None, torchrun=False):
     """Run the encoder training loop in one process; see `distributed.run_process`."""
-    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'device_index', 'run_dir_name']}
+    loop_kwargs = {k: v for k, v in args.items() if k not in ['device_type', 'device_index', 'run_dir_name', 'provenance']}
     def loop(rank, device):
-        return encoder_loop.training_loop(rank=rank, device=device, training_options=dict(args), **loop_kwargs)
+        return encoder_loop.training_loop(rank=rank, device=device, training_options=dict(args, provenance=run_provenance(args)),
+                                          **loop_kwargs)
     errors = (UserError, legacy.NetworkLoadError, dnnlib.DownloadError, DatasetError, encoders.EncoderError,
               IDNetworkError, EncoderDataError, encoder_loop.EncoderTrainingError, FileNotFoundError)
     return distributed.run_process(loop, rank, args, temp_dir, local_rank=local_rank, torchrun=torchrun, errors=errors,
                                    wrap=UserError)
+
+def _option(args, key, default=None):
+    """An option of the (possibly grouped) options dict."""
+    if key in args:
+        return args[key]
+    for value in args.values():
+        if isinstance(value, dict) and key in value:
+            return value[key]
+    return default
+
+def run_provenance(args):
+    """Network file (path, SHA-256 prefix), LPIPS backbone, settings and seed of a run (metrics/provenance.py)."""
+    network = _option(args, 'network')
+    lpips_backbone = _option(args, 'lpips_backbone')
+    resolved = None
+    if network is not None and not str(network).startswith('init:'):
+        try:
+            resolved = legacy.resolve_network_spec(network)
+        except legacy.NetworkLoadError:
+            pass
+    lpips = [(lpips_backbone or 'pretrained', 'alex')] if _option(args, 'lpips_weight', 0.8) else []
+    settings = {key: _option(args, key) for key in ('coach', 'backbone', 'w_space', 'id_weights')}
+    return provenance.build(network=network, network_resolved=resolved, lpips=lpips, method='psp-encoder',
+                            seed=_option(args, 'random_seed'), settings=settings)
 
 def print_options(args):
     print()
@@ -278,14 +306,14 @@ def print_options(args):
 @click.command(help=__doc__)
 @click.pass_context
 @click.option('--outdir', help='Where to make the run directory', required=True, metavar='DIR')
-@click.option('--network', help='Generator: QC-StyleGAN or StyleGAN2 pickle, URL or zoo name', metavar='PKL')
+@click.option('--network', help='Generator (QC-StyleGAN or StyleGAN2): pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--data', help='Sharp training images (folder or zip), or "generator" for pairs made by the network', metavar='PATH')
 @click.option('--val-data', help='Validation images [default: hold out the last --val-images of --data]', metavar='PATH')
-@click.option('--val-images', help='Validation images held out of --data (0 = no validation), or taken from --val-data (0 = all) [default: 16]', type=int, metavar='INT')
-@click.option('--degradation', help='Degradation preset (name or .json) or "none" [default: qc_psp_encoder]', metavar='PRESET')
+@click.option('--val-images', help='Validation images held out of --data (0 = no validation), or taken from --val-data (0 = all) [default: 16]', type=click.IntRange(min=0), metavar='INT')
+@click.option('--degradation-preset', '--degradation', 'degradation', help='Degradation preset (name or JSON file) that degrades the training images, or "none" [default: qc_psp_encoder]', metavar='PRESET')
 @click.option('--mirror', help='Add x-flipped training images [default: false]', type=bool, metavar='BOOL')
-@click.option('--q-scale', help='--data generator: q ~ N(0, I) * SCALE for the degraded images [default: 1]', type=float)
-@click.option('--trunc', 'truncation', help='--data generator: truncation psi [default: 1]', type=float)
+@click.option('--q-scale', help='--data generator: q ~ N(0, I) * SCALE for the degraded images [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--trunc', 'truncation', help='--data generator: truncation psi [default: 1]', type=cli_options.FiniteFloat(min=0, max=1))
 # Model.
 @click.option('--backbone', help='Encoder backbone [default: resnet34]', type=click.Choice(list(encoders.BACKBONES)))
 @click.option('--input-size', help='Encoder input resolution [default: 256]', type=int, metavar='INT')
@@ -295,50 +323,57 @@ def print_options(args):
 # Losses.
 @click.option('--coach', help='What each step reconstructs [default: paired]', type=click.Choice(COACHES))
 @click.option('--sharp-q', help='Sharp steps: predict q or skip the q encoder [default: skip for alternative, else predict]', type=click.Choice(['predict', 'skip']))
-@click.option('--deg-weight', help='Weight of L(G(w,q), degraded) [default: 1]', type=float)
-@click.option('--cross-weight', help='Weight of L(G(w,0), sharp) for degraded inputs [default: 1]', type=float)
-@click.option('--self-weight', help='Weight of L(G(w,q), sharp) for sharp inputs [default: 1]', type=float)
-@click.option('--l2', help='L2 weight [default: 1]', type=float)
-@click.option('--lpips', help='LPIPS (AlexNet) weight [default: 0.8]', type=float)
-@click.option('--lpips-backbone', help='AlexNet weights for LPIPS: a file, or "random" [default: torch hub cache]', metavar='PATH')
-@click.option('--id-weight', help='Identity loss weight (needs --id-weights) [default: 0]', type=float)
+@click.option('--deg-weight', help='Weight of L(G(w,q), degraded) [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--cross-weight', help='Weight of L(G(w,0), sharp) for degraded inputs [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--self-weight', help='Weight of L(G(w,q), sharp) for sharp inputs [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--l2', help='L2 weight [default: 1]', type=cli_options.FiniteFloat(min=0))
+@click.option('--lpips', help='LPIPS (AlexNet) weight [default: 0.8]', type=cli_options.FiniteFloat(min=0))
+@click.option('--lpips-backbone', help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: numbers not comparable), or PATH (AlexNet weights file) [default: pretrained]', metavar='pretrained|random|PATH')
+@click.option('--id-weight', help='Identity loss weight (needs --id-weights) [default: 0]', type=cli_options.FiniteFloat(min=0))
 @click.option('--id-weights', help='Face-embedding network (TorchScript or {class_name, init_kwargs, state_dict}; [N,3,112,112] in [-1,1] -> [N,D])', metavar='PATH')
 @click.option('--id-crop', help='Face crop before the identity network [default: ffhq]', type=click.Choice(list(ID_CROPS)))
-@click.option('--w-norm', help='Weight of ||w - w_avg|| [default: 0]', type=float)
-@click.option('--q-reg', help='Weight of |q|^2 on sharp inputs [default: 0]', type=float)
+@click.option('--w-norm', help='Weight of ||w - w_avg|| [default: 0]', type=cli_options.FiniteFloat(min=0))
+@click.option('--q-reg', help='Weight of |q|^2 on sharp inputs [default: 0]', type=cli_options.FiniteFloat(min=0))
 # Optimisation.
 @click.option('--opt', help='Optimizer [default: ranger]', type=click.Choice(OPTIMIZERS))
-@click.option('--lr', help='Learning rate [default: 1e-4]', type=float)
-@click.option('--batch', help='Total batch size [default: 4]', type=int, metavar='INT')
-@click.option('--steps', help='Training steps [default: 500000]', type=int, metavar='INT')
-@click.option('--gpus', help='Number of processes: GPUs, or CPU processes with --device cpu [default: 1]', type=int, metavar='INT')
+@click.option('--lr', help='Learning rate [default: 1e-4]', type=cli_options.FiniteFloat(min=0, min_open=True))
+@click.option('--batch', help='Total batch size [default: 4]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--steps', help='Training steps [default: 500000]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--gpus', help='Number of processes: GPUs, or CPU processes with --device cpu [default: 1]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--seed', help='Random seed [default: 0]', type=int, metavar='INT')
-@click.option('--workers', help='DataLoader workers per process [default: 2]', type=int, metavar='INT')
+@click.option('--workers', help='DataLoader workers per process [default: 2]', type=click.IntRange(min=0), metavar='INT')
 @click.option('--device', help=f'{devices.DEVICE_HELP} [default: auto]', metavar='DEV')
 # Logging.
-@click.option('--tick', help='Status line and stats every N steps [default: 50]', type=int, metavar='INT')
-@click.option('--val-every', help='Validation and panels every N steps [default: 1000]', type=int, metavar='INT')
-@click.option('--snap', help='checkpoint.pt every N steps [default: 5000]', type=int, metavar='INT')
+@click.option('--tick', help='Status line and stats every N steps [default: 50]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--val-every', help='Validation and panels every N steps [default: 1000]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--snap', help='checkpoint.pt every N steps [default: 5000]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--resume', help='checkpoint.pt of a run to continue exactly', metavar='CKPT')
 @click.option('-n', '--dry-run', help='Print the options and exit', is_flag=True)
+@cli_options.trust_pickle_option
 def main(ctx, outdir, resume, dry_run, **cli):
     explicit = {name for name in cli if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     try:
+        if not dry_run:
+            dnnlib.util.check_output_dir(outdir, '--outdir')
         cli['gpus'] = distributed.torchrun_gpus(cli['gpus'], 'gpus' in explicit)
         if distributed.started_by_torchrun():
             explicit.add('gpus')
         if resume is not None:
             args = resume_args(resume, cli, explicit)
             desc = distributed.continued_run_desc(resume)
+            if not dry_run:  # temp files of the killed run it continues
+                dnnlib.util.remove_stale_tmp_files(os.path.dirname(os.path.abspath(resume)))
         else:
             desc, args = setup_args(**cli)
     except (UserError, ValueError) as err:
         raise click.ClickException(str(err))
+    except OSError as err:
+        raise click.ClickException(err.strerror or str(err))
     try:
-        distributed.start(subprocess_fn, args, outdir, desc, 'options.json', print_options, dry_run)
+        distributed.start(subprocess_fn, args, outdir, desc, 'options.json', print_options, dry_run,
+                          options_content=lambda a: dict(a, provenance=run_provenance(a)))
     except (UserError, distributed.LaunchError) as err:
         raise click.ClickException(str(err))
-
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':

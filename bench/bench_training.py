@@ -26,6 +26,7 @@ import PIL.Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
+from dnnlib import cli  # noqa: E402
 from torch_utils import devices  # noqa: E402
 from torch_utils import training_stats  # noqa: E402
 from training import presets  # noqa: E402
@@ -70,6 +71,7 @@ def bench_cfg(cfg, device, steps, batch, data_dir):
 @click.option('--steps', type=click.IntRange(min=1), default=5, show_default=True, help='Timed iterations per config')
 @click.option('--batch', type=click.IntRange(min=1), default=None, help='Override the preset batch size (e.g. small on CPU)')
 @click.option('--json', 'json_path', default=None, help='Also write the results to this JSON file')
+@cli.os_errors_as_one_line
 def main(device, cfgs, steps, batch, json_path):
     try:
         device = devices.parse_device(device)

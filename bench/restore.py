@@ -67,15 +67,17 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
+from dnnlib import cli  # noqa: E402
 from inversion import common  # noqa: E402
 from inversion import methods as inversion_methods  # noqa: E402
 from inversion import qc as qc_method  # noqa: E402
 from inversion.operators import parse_degradation  # noqa: E402
 from metrics import metric_utils  # noqa: E402
+from metrics import provenance  # noqa: E402
 from metrics import restoration  # noqa: E402
 from metrics.frechet_inception_distance import frechet_distance  # noqa: E402
 from torch_utils import devices  # noqa: E402
-from torch_utils.image_utils import make_grid, save_image, to_uint8  # noqa: E402
+from torch_utils.image_utils import save_image, save_labelled_grid, to_uint8  # noqa: E402
 from training.dataset import ImageFolderDataset  # noqa: E402
 
 METHODS = tuple(inversion_methods.METHODS)
@@ -498,7 +500,9 @@ def write_examples(examples, methods, outdir, image_name, resolution):
             path = prediction_path(outdir, method, task, level, image_name)
             tiles.append(load_png(path) if os.path.isfile(path) else black)
     width = 2 + len(methods)
-    save_image(make_grid(np.stack(tiles), (width, len(examples))), os.path.join(outdir, 'examples.png'))
+    save_labelled_grid(np.stack(tiles), os.path.join(outdir, 'examples.png'), grid_size=(width, len(examples)),
+                       col_labels=['ground truth', 'observation'] + list(methods),
+                       row_labels=[f'{task} {level}' for task, level in examples], title=f'{image_name}: restorations')
 
 #----------------------------------------------------------------------------
 # One case.
@@ -536,8 +540,7 @@ def load_encoder(path, methods, G, device):
     if path is None:
         return None
     if 'qc' not in methods:
-        print('Note: --encoder is only used by the qc method; ignored')
-        return None
+        raise click.UsageError('--encoder is only used by the qc method: add qc to --methods or drop --encoder')
     try:
         return inversion_methods.load_encoder(path, G=G, device=device)
     except inversion_methods.MethodError as err:
@@ -558,13 +561,13 @@ def load_benchmark_network(spec, methods, device):
 
 def build_lpips_modules(methods, lpips_net, backbone, seed=0):
     """The LPIPS networks the methods use (see `inversion.methods`) and the metric's. A random
-    backbone is drawn from `seed`, so runs with one --seed give the same numbers."""
-    modules = inversion_methods.build_lpips_modules(methods, random_backbone=(backbone == 'random'), extra=[lpips_net],
-                                                    seed=seed)
+    backbone is drawn from `seed`, so runs with one --seed give the same numbers; `backbone` is a
+    --lpips-backbone value ('pretrained', 'random' or PATH)."""
+    modules = inversion_methods.build_lpips_modules(methods, random_backbone=backbone, extra=[lpips_net], seed=seed)
     return modules, common.safe_lpips(modules[lpips_net])
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_spec', required=True, help='Network pickle, zoo name or init:PRESET')
+@click.option('--network', 'network_spec', required=True, help='Network: pickle or weights file, URL, zoo name or init:PRESET', metavar='NETWORK')
 @click.option('--data', required=True, help='Held-out clean images: folder of images or dataset .zip')
 @click.option('--methods', default='ngd,pti', show_default=True, help='Comma list of ' + ','.join(METHODS))
 @click.option('--tasks', default='sr,denoise,jpeg,inpaint', show_default=True,
@@ -573,12 +576,12 @@ def build_lpips_modules(methods, lpips_net, backbone, seed=0):
 @click.option('--num-images', type=click.IntRange(min=1), default=10, show_default=True, help='First N images of --data')
 @click.option('--steps', default=None, help='Steps per phase (N or comma list, as in invert.py); method defaults if unset')
 @click.option('--encoder', 'encoder_path', default=None, help='pSp encoder checkpoint for the qc method (gives w, q)')
-@click.option('--outdir', required=True)
+@click.option('--outdir', required=True, help='Output folder (results.csv, summary.csv, results.md, settings.json, provenance.json, predictions)')
 @click.option('--device', default='auto', show_default=True, help=devices.DEVICE_HELP)
 @click.option('--lpips-net', type=click.Choice(['vgg', 'alex']), default='vgg', show_default=True,
               help='LPIPS network of the accuracy / fidelity metrics (the paper: vgg)')
-@click.option('--lpips-backbone', type=click.Choice(['pretrained', 'random']), default='pretrained', show_default=True,
-              help='LPIPS backbone weights (random: offline smoke runs only)')
+@click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
+              help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--niqe-model', default=None, help='Pristine NIQE model (.npz mu/cov or MATLAB .mat)')
 @click.option('--niqe-patch-size', type=int, default=96, show_default=True, help='NIQE patch size (even)')
 @click.option('--no-niqe', is_flag=True, help='Skip NIQE (recorded as nan)')
@@ -589,6 +592,8 @@ def build_lpips_modules(methods, lpips_net, backbone, seed=0):
 @click.option('--pfid-ref', default=None, help='Ground-truth patch statistics .npz (mu, sigma) instead of computing them')
 @click.option('--no-pfid', is_flag=True, help='Skip computing pFID (values cached in summary.csv are kept)')
 @click.option('--seed', type=int, default=0, show_default=True, help='Methods seed; image i is degraded with seed + i')
+@cli.trust_pickle_option
+@cli.os_errors_as_one_line
 def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_path, outdir, device, lpips_net,
          lpips_backbone, niqe_model, niqe_patch_size, no_niqe, detector, pfid_patch, pfid_patches_per_image, pfid_ref,
          no_pfid, seed):
@@ -598,7 +603,17 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
         device = devices.parse_device(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
+    try:
+        lpips_backbone = restoration.check_lpips_backbone(lpips_backbone)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--lpips-backbone')
     methods, tasks, levels = parse_methods(methods), parse_tasks(tasks), parse_levels(levels)
+    if encoder_path is not None and 'qc' not in methods:
+        raise click.UsageError('--encoder is only used by the qc method: add qc to --methods or drop --encoder')
+    try:
+        dnnlib.util.check_output_dir(outdir, '--outdir')
+    except OSError as err:
+        raise click.ClickException(err.strerror)
     try:
         step_kwargs = {m: inversion_methods.parse_steps(m, steps) for m in methods}
     except inversion_methods.MethodError as err:
@@ -636,6 +651,12 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
     if 'qc' in methods:  # the encoder matters to qc cases only
         settings['encoder'] = encoder_path
     check_settings(outdir, settings)
+    prov = provenance.build(network=network_spec, lpips=[metric_lpips] + [v for v in lpips.values() if v is not None],
+                            detectors=[detector] if pfid.enabled else [], method=','.join(methods), seed=seed,
+                            settings=dict(settings, tasks=list(tasks), levels=levels, niqe_model=niqe_model))
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'provenance.json'), 'w') as f:
+        json.dump(prov, f, indent=2)
+    lpips_mark = ' (random LPIPS backbone)' if lpips_backbone == 'random' else ''
 
     csv_path = os.path.join(outdir, 'results.csv')
     upgrade_csv(csv_path)
@@ -669,7 +690,7 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
                     done.add((name, method, task, level))
                     ran += 1
                     print(f'[{ran}/{todo}] {name} {method} {spec}: LPIPS {m["accuracy_lpips"]:.4f} fidelity '
-                          f'{m["fidelity_lpips"]:.4f} PSNR {m["psnr"]:.2f} SSIM {m["ssim"]:.4f} NIQE {m["niqe"]:.3f} '
+                          f'{m["fidelity_lpips"]:.4f}{lpips_mark} PSNR {m["psnr"]:.2f} SSIM {m["ssim"]:.4f} NIQE {m["niqe"]:.3f} '
                           f'({m["seconds"]:.1f}s)', flush=True)
 
     rows = read_rows(csv_path)
@@ -681,7 +702,8 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
                  f'{os.path.basename(str(detector))}, reference {pfid_ref or "the ground truth"}' if pfid.enabled
                  else 'pFID: not computed this run (earlier values kept where unchanged)')
     md_notes = [f'Means over n images. LPIPS: {lpips_net} ({lpips_backbone} backbone). {niqe_note}. {pfid_note}. '
-                f'Lower is better except PSNR and SSIM.']
+                f'Lower is better except PSNR and SSIM.', provenance.mark(
+                    f'Network {prov["network"]["spec"]} (sha256 {prov["network"]["sha256"]}), seed {seed}; details in provenance.json.', prov)]
     write_markdown(summary, os.path.join(outdir, 'results.md'), md_notes)
     write_examples(examples, methods, outdir, images[0][0], res)
     print(f'Ran {ran} case(s); wrote {csv_path} ({len(rows)} rows), summary.csv, results.md, examples.png')

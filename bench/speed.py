@@ -60,6 +60,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dnnlib  # noqa: E402
+from dnnlib import cli  # noqa: E402
 import legacy  # noqa: E402
 from inversion import common  # noqa: E402
 from inversion import methods  # noqa: E402
@@ -446,6 +447,7 @@ def _int_list(text, name):
 @click.option('--compare-nvlabs', 'nvlabs_dir', default=None, metavar='DIR',
               help='Instead: qcgan vs the stylegan2-ada-pytorch checkout DIR side by side (G, GD on CPU; see bench/compare_nvlabs.py)')
 @click.option('--reps', type=click.IntRange(min=1), default=5, show_default=True, help='--compare-nvlabs: timed A/B pairs per case')
+@cli.os_errors_as_one_line
 def main(device, workloads, resolutions, batches, variants, min_seconds, extra_steps, arch, isolate, json_path, nvlabs_dir, reps):
     if nvlabs_dir is not None:
         from bench import compare_nvlabs  # pylint: disable=import-outside-toplevel

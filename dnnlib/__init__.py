@@ -20,10 +20,14 @@ from .util import (
     call_func_by_name,
     construct_class_by_name,
     atomic_write,
+    make_run_dir,
+    UntrustedFileError,
+    trust_pickle_enabled,
 )
 
 __all__ = [
     'util', 'EasyDict', 'Logger', 'DownloadError', 'make_cache_dir_path', 'set_cache_dir',
     'open_url', 'is_url', 'format_time', 'get_obj_by_name', 'call_func_by_name',
-    'construct_class_by_name', 'atomic_write',
+    'construct_class_by_name', 'atomic_write', 'make_run_dir',
+    'UntrustedFileError', 'trust_pickle_enabled',
 ]

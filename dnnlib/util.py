@@ -39,6 +39,9 @@ __all__ = [
     'get_module_from_obj_name', 'get_obj_from_module', 'get_obj_by_name',
     'call_func_by_name', 'construct_class_by_name', 'get_top_level_function_name',
     'list_dir_recursively_with_ignore', 'copy_files_and_create_dirs',
+    'TRUST_PICKLE_ENV', 'TRUST_HINT', 'UntrustedFileError', 'trust_pickle_enabled', 'set_trust_pickle',
+    'click_trust_pickle', 'allow_class_module', 'resolve_allowed_class', 'construct_allowed_class',
+    'atomic_write', 'remove_stale_tmp_files', 'make_run_dir', 'next_run_dir',
 ]
 
 
@@ -367,6 +370,91 @@ def get_top_level_function_name(obj: Callable) -> str:
         if main_file:
             module = os.path.splitext(os.path.basename(main_file))[0]
     return f'{module}.{qualname}'
+
+
+# ---------------------------------------------------------------------------
+# Trust: code named or embedded in a file runs only when the user opts in
+# ---------------------------------------------------------------------------
+
+TRUST_PICKLE_ENV = 'QCGAN_TRUST_PICKLE'
+TRUST_HINT = 'if you trust this file, pass --trust-pickle (or set QCGAN_TRUST_PICKLE=1)'
+
+
+class UntrustedFileError(ValueError):
+    """A file asks to run code (a pickle global, embedded source, a class name) that loading it does not need."""
+
+
+def trust_pickle_enabled() -> bool:
+    """True when the user opted in to running code from the files they load (`--trust-pickle` or
+    `QCGAN_TRUST_PICKLE=1`). Kept in the environment so that worker processes inherit it."""
+    return os.environ.get(TRUST_PICKLE_ENV, '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def set_trust_pickle(enabled: bool = True) -> None:
+    if enabled:
+        os.environ[TRUST_PICKLE_ENV] = '1'
+    else:
+        os.environ.pop(TRUST_PICKLE_ENV, None)
+
+
+def click_trust_pickle(ctx, param, value):
+    """click callback of every script's `--trust-pickle` flag (declare it with `expose_value=False`)."""
+    _ = ctx, param
+    if value:
+        set_trust_pickle(True)
+    return value
+
+
+# Modules whose classes may be named by files (checkpoint options, training_options.json, encoder and
+# identity-network files). Classes must be defined in these modules (re-exports do not count), so a name
+# such as "training.training_loop.os.system" or "subprocess.run" never resolves.
+_ALLOWED_CLASS_MODULES = {
+    'training.networks', 'training.loss', 'training.augment', 'training.dataset', 'training.encoders',
+    'training.qc', 'training.ranger',
+}
+
+
+def allow_class_module(module_name: str) -> None:
+    """Let files name the classes defined in `module_name` (for this project's own extensions)."""
+    _ALLOWED_CLASS_MODULES.add(module_name)
+
+
+def resolve_allowed_class(class_name: Any, what: str = 'class_name') -> type:
+    """Resolve a class name read from a file, through the allow-list.
+
+    Accepts this project's classes (defined in `_ALLOWED_CLASS_MODULES`), `torch.optim` optimizers and
+    stock `torch.nn` layers (constructing them runs no code from the file); with `--trust-pickle` any
+    importable class. Raises `UntrustedFileError` (one line, naming `what`)
+    for everything else and `ImportError` for names that do not resolve.
+    """
+    if not isinstance(class_name, str) or not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+', class_name):
+        raise UntrustedFileError(f'{what}: {class_name!r} is not a dotted class name such as "training.loss.StyleGAN2Loss"')
+    trusted = trust_pickle_enabled()
+    module_name = class_name.rsplit('.', 1)[0]
+    in_project = module_name in _ALLOWED_CLASS_MODULES
+    is_optim = class_name.startswith('torch.optim.') and class_name.count('.') <= 3
+    is_layer = class_name.startswith('torch.nn.') and class_name.count('.') <= 4
+    if not (in_project or is_optim or is_layer or trusted):
+        raise UntrustedFileError(f'{what}: refusing class "{class_name}": only this project\'s classes, torch.optim '
+                                 f'optimizers and torch.nn layers may be named by a file; {TRUST_HINT}')
+    obj = get_obj_by_name(class_name)
+    if not trusted:
+        ok = isinstance(obj, type) and f'{obj.__module__}.{obj.__qualname__}' == class_name if in_project else False
+        if is_optim or is_layer:
+            import torch  # pylint: disable=import-outside-toplevel
+            ok = isinstance(obj, type) and (issubclass(obj, torch.optim.Optimizer) if is_optim else
+                                            issubclass(obj, torch.nn.Module) and obj.__module__.startswith('torch.nn.modules.'))
+        if not ok:
+            raise UntrustedFileError(f'{what}: refusing "{class_name}": not a class defined in this project, a torch.optim '
+                                     f'optimizer or a torch.nn layer; {TRUST_HINT}')
+    if not callable(obj):
+        raise UntrustedFileError(f'{what}: "{class_name}" is not a class')
+    return obj
+
+
+def construct_allowed_class(*args, class_name: str = None, what: str = 'class_name', **kwargs) -> Any:
+    """`construct_class_by_name` for names that come from files: resolves through `resolve_allowed_class`."""
+    return resolve_allowed_class(class_name, what)(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -778,12 +866,39 @@ def _open_local(path: str, return_filename: bool, shown_as: Optional[str] = None
 # Atomic file writes
 
 
+_umask_lock = threading.Lock()
+
+
+def _current_umask() -> int:
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename or creation inside `folder` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = 'wb'):
     """Open a temporary file next to `path` for writing; on success rename it over `path`.
 
     Readers never see a half-written file, and a failure (exception, full disk, Ctrl-C)
     leaves any previous version of `path` untouched and removes the temporary file.
+    The file gets the normal permissions of a new file (0666 & ~umask), and the folder is
+    fsynced after the rename so the new name survives a crash. A temporary file left by a
+    killed process is named `.NAME.*.tmp`; `remove_stale_tmp_files` cleans those up.
     """
     assert mode in ('w', 'wb'), 'atomic_write only supports "w" and "wb"'
     path = os.fspath(path)
@@ -791,6 +906,7 @@ def atomic_write(path: str, mode: str = 'wb'):
     os.makedirs(folder, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
             yield f
             f.flush()
@@ -802,18 +918,155 @@ def atomic_write(path: str, mode: str = 'wb'):
         except OSError:
             pass
         raise
+    fsync_dir(folder)
+
+
+def describe_os_error(err: OSError) -> str:
+    """A short reason for a failed write: "the disk is full", "permission denied", ..."""
+    if err.errno == errno.ENOSPC:
+        return 'the disk is full; free space and try again'
+    if err.errno == errno.EDQUOT:
+        return 'the disk quota is exceeded'
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return 'permission denied'
+    if err.errno == errno.EROFS:
+        return 'the file system is read-only'
+    return err.strerror or str(err)
+
+
+def check_output_dir(folder: str, what: str = '--outdir') -> None:
+    """Raise `OSError` with one clear line unless `folder` exists (or can be created) and is writable.
+
+    Creates nothing: the nearest existing ancestor must be a writable folder.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    probe = folder
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise OSError(errno.ENOTDIR, f'{what} "{folder}": "{probe}" is not a folder')
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f'{what} "{folder}": cannot write to "{probe}" (permission denied); choose another folder')
+
+
+def check_output_path(path: str, what: str = '--dest') -> None:
+    """`check_output_dir` for the folder of the file `path`; also refuses an existing folder at `path`."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OSError(errno.EISDIR, f'{what} "{path}" is a folder; give a file name')
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise OSError(errno.EACCES, f'{what} "{path}": the file is not writable (permission denied)')
+    check_output_dir(os.path.dirname(os.path.abspath(path)), what)
+
+
+_STALE_TMP_RE = re.compile(r'^\..+\.tmp$')
+
+
+def remove_stale_tmp_files(folder: str) -> List[str]:
+    """Delete the `.NAME.*.tmp` files that `atomic_write` left in `folder` when its process was killed.
+
+    Call it only where no other process is writing (at the start or resume of a run). Returns the
+    removed paths.
+    """
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if _STALE_TMP_RE.match(name) and os.path.isfile(path):
+            try:
+                os.remove(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 # ------------------------------------------------------------------------------------------
 # Run directories
 
 
+def _run_ids(outdir: str) -> List[int]:
+    """Leading numbers of the run folders in `outdir`, and of the `.runid-N` reservations."""
+    ids = []
+    if os.path.isdir(outdir):
+        for name in os.listdir(outdir):
+            m = re.match(r'^\.runid-(\d+)$', name)
+            if m is not None:
+                ids.append(int(m.group(1)))
+                continue
+            m = re.match(r'^\d+', name)
+            if m is not None and os.path.isdir(os.path.join(outdir, name)):
+                ids.append(int(m.group()))
+    return ids
+
+
 def next_run_dir(outdir: str, desc: str) -> str:
     """`outdir/NNNNN-desc` with NNNNN one more than the largest leading number among the folders
-    already in `outdir` (the NVlabs run-folder convention). Does not create the folder."""
-    prev = []
-    if os.path.isdir(outdir):
-        prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))]
-    ids = [re.match(r'^\d+', x) for x in prev]
-    ids = [int(x.group()) for x in ids if x is not None]
-    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+    already in `outdir` (the NVlabs run-folder convention). Does not create the folder; use
+    `make_run_dir` to create one safely when several runs start at once."""
+    return os.path.join(outdir, f'{max(_run_ids(outdir), default=-1) + 1:05d}-{desc}')
+
+
+def make_run_dir(outdir: str, desc: str, max_attempts: int = 1000) -> str:
+    """Create and return a new run folder `outdir/NNNNN-desc` atomically.
+
+    The number is reserved with an exclusively created marker file `outdir/.runid-NNNNN` (removed
+    once the folder exists), so runs started at the same moment into one `outdir` get distinct
+    numbers and distinct folders, whatever their descriptions.
+    """
+    os.makedirs(outdir, exist_ok=True)
+    for _ in range(max_attempts):
+        run_id = max(_run_ids(outdir), default=-1) + 1
+        marker = os.path.join(outdir, f'.runid-{run_id:05d}')
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        try:
+            # A run that held this number may have made its folder and released the marker meanwhile.
+            if any(re.match(rf'^0*{run_id}(?!\d)', name) and os.path.isdir(os.path.join(outdir, name))
+                   for name in os.listdir(outdir)):
+                continue
+            path = os.path.join(outdir, f'{run_id:05d}-{desc}')
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue
+            fsync_dir(outdir)
+            return path
+        finally:
+            os.remove(marker)
+    raise OSError(errno.EEXIST, f'could not reserve a new run folder in "{outdir}" after {max_attempts} attempts')
+
+
+def continued_run_desc(ckpt_path: str) -> str:
+    """Run description for continuing the run that wrote `ckpt_path`: `<desc>-continued`. A continued
+    run continued again stays `<desc>-continued` (no `-continued-continued` chains): the run number
+    already orders the folders, and each resumed `stats.jsonl` starts with the history it continues."""
+    desc = os.path.basename(os.path.dirname(os.path.abspath(ckpt_path))).split('-', 1)[-1]
+    while desc.endswith('-continued'):
+        desc = desc[:-len('-continued')]
+    return desc + '-continued'
+
+
+def remove_unused_run_dir(run_dir: str, setup_files=('training_options.json', 'log.txt')) -> bool:
+    """Delete the folder of a run that failed to start: one holding nothing but `setup_files` (and
+    temporary files). Folders with any result are kept. Closes a `Logger` of this process that
+    writes into the folder. Returns True if the folder was removed."""
+    try:
+        names = [n for n in os.listdir(run_dir) if not n.endswith('.tmp')]
+    except OSError:
+        return False
+    if not set(names) <= set(setup_files):
+        return False
+    logger = sys.stdout
+    if isinstance(logger, Logger) and logger.file is not None and \
+            os.path.dirname(os.path.abspath(logger.file.name)) == os.path.abspath(run_dir):
+        logger.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    print(f'Removed the unused run folder {run_dir}')
+    return True

@@ -173,8 +173,9 @@ def observation_mask(degradation, like):
 
 
 def to_image_size(degradation, y, size):
-    """Bring an observation to `size` x `size` for display / feature comparisons."""
-    if y.shape[-1] == size and y.shape[-2] == size:
+    """Bring an observation to `size` x `size` for display / feature comparisons (a measurement
+    vector `[N, m]` through its operator's `to_image_size`: the back-projection)."""
+    if y.ndim == 4 and y.shape[-1] == size and y.shape[-2] == size:
         return y
     if degradation is not None and hasattr(degradation, 'to_image_size'):
         return degradation.to_image_size(y, size)
@@ -291,6 +292,8 @@ class MinSizeLPIPS(torch.nn.Module):
         self.min_size = int(min_size)
 
     def forward(self, x, y, *args, **kwargs):
+        if x.ndim == 2:  # measurement vectors `[N, m]` (compressed sensing): no perceptual distance, the MSE stands in
+            return (x - y).square().mean(1)
         side = min(x.shape[-2:])
         if side < self.min_size:
             scale = int(np.ceil(self.min_size / side))
@@ -449,6 +452,8 @@ def finish(gen, ws, q=None, G=None, history=None, loss=None, **extra):
 
 
 def check_batch(target, degradation=None):
+    if target.ndim == 2 and not getattr(degradation, 'is_image', True):
+        return  # measurement vectors `[N, m]` of a measurement operator (cs:)
     if target.ndim != 4:
         raise ValueError(f'target must be a batch [N, C, H, W], got shape {tuple(target.shape)}')
     mask = getattr(degradation, 'mask', None) if degradation is not None else None

@@ -50,6 +50,8 @@ class MultiscaleLPIPSL1(torch.nn.Module):
     def forward(self, x, y, mask=None):
         if x.shape != y.shape:
             raise ValueError(f'MultiscaleLPIPSL1: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}')
+        if x.ndim == 2:  # measurement vectors `[N, m]` (compressed sensing): MSE in place of LPIPS, plus the L1
+            return (x - y).square().mean(1) + self.l1_weight * (x - y).abs().mean(1)
         m = _resize_mask(mask, x) if mask is not None else None
         total = x.new_zeros(x.shape[0])
         for _level in range(self.max_levels):

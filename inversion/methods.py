@@ -18,8 +18,8 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from inversion import cri, dgp, ngd, pti, qc
-from metrics.restoration import LPIPS
+from inversion import cri, dgp, ngd, pti, qc, sphinx
+from metrics import restoration
 from torch_utils import misc
 from training import encoders
 
@@ -43,6 +43,7 @@ METHODS = {
     'dgp': Method(dgp.invert, phases=('stage_steps',) * 5, lpips=dict(), takes=('D', 'seed', 'progress')),
     'qc': Method(qc.invert, phases=('refine_steps', 'tune_steps'), lpips=dict(lpips_module='alex'),
                  takes=('encoder', 'seed', 'progress'), needs_qc=True),
+    'sphinx': Method(sphinx.invert, phases=('steps',), lpips=dict(lpips_module='vgg')),
 }
 
 def get(name):
@@ -83,10 +84,12 @@ def lpips_networks(names):
 def build_lpips(net, random_backbone=False, seed=0):
     """An LPIPS module on `net` ('alex' or 'vgg'): ImageNet weights from torch hub's cache, or random
     features (`random_backbone`, for machines without the weights) drawn from `seed`, the same on
-    every run whatever ran before."""
+    every run whatever ran before. `random_backbone` may also be a `--lpips-backbone` value:
+    'pretrained', 'random' or PATH (a torchvision weights file or a folder holding them)."""
+    spec = random_backbone if isinstance(random_backbone, str) else ('random' if random_backbone else 'pretrained')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed) + (0 if net == 'alex' else 1))
-        return LPIPS(net=net, pnet_rand=random_backbone)
+        return restoration.build_lpips(net, spec)
 
 def build_lpips_modules(names, random_backbone=False, device='cpu', extra=(), seed=0):
     """{'alex': module or None, 'vgg': module or None}: the networks the methods `names` use, plus `extra`."""

@@ -42,6 +42,8 @@ LEVEL_TABLE = {
 # part of the paper's compositions; the placement here is our choice: blur happens in the scene
 # (before sampling), colorization is a sensor/film property (before noise).
 _ORDER = {'identity': 0, 'blur': 1, 'sr': 2, 'colorize': 3, 'denoise': 4, 'jpeg': 5, 'inpaint': 6}
+# Compressed sensing turns the image into a measurement vector, so it can only come last.
+_ORDER['cs'] = 7
 
 #----------------------------------------------------------------------------
 # Helpers.
@@ -111,6 +113,7 @@ class Degradation(torch.nn.Module):
 
     name = 'degradation'
     kind = 'identity'
+    is_image = True  # False: the output is a measurement vector `[N, m]` (compressed sensing)
 
     @property
     def mask(self):
@@ -279,8 +282,13 @@ class Colorize(Degradation):
 # Blur.
 
 def gaussian_kernel(sigma, size=None):
-    """Normalized 2-D Gaussian `[size, size]`; default size = 2 ceil(3 sigma) + 1."""
+    """Normalized 2-D Gaussian `[size, size]`; default size = 2 ceil(3 sigma) + 1. Raises ValueError
+    for a sigma that is not a positive finite number or a size below 1."""
     sigma = float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f'blur sigma must be a positive number, got {sigma:g}')
+    if size is not None and int(size) < 1:
+        raise ValueError(f'blur kernel size must be at least 1, got {size}')
     if size is None:
         size = 2 * int(math.ceil(3 * sigma)) + 1
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
@@ -411,6 +419,142 @@ class GaussianNoise(Degradation):
     def forward(self, x):
         y = _to01(x) + self.sigma * torch.randn_like(x)
         return _from01(surrogate_clamp01(y) if self.clamp else y)
+
+class AdditiveGaussian(GaussianNoise):
+    """`gauss:STD`: additive white Gaussian noise of std `std` in [-1, 1] image units (SPHInX's
+    denoising task, reference sphinx.md 8: y = clip(x + std * eps, -1, 1)); the same operator as
+    `denoise:gauss:SIGMA` with SIGMA = std / 2 in [0, 1] units. true: one seeded realization, then
+    the 8-bit round trip; f-hat: fresh noise every call (the official code noises the prediction
+    too), clamp with the surrogate gradient."""
+
+    def __init__(self, std, seed=0):
+        super().__init__(float(std) / 2, clamp=True, seed=seed)
+        self.std = float(std)
+        self.name = f'gauss:{self.std:g}'
+
+#----------------------------------------------------------------------------
+# Compressed sensing.
+
+CS_MATRICES = ('circulant', 'gaussian')
+CS_MAX_DENSE = 2 ** 27  # entries of a dense Gaussian matrix (512 MiB in float32)
+
+
+class CompressedSensing(Degradation):
+    """`cs:FACTOR[:circulant|gaussian]`: m = floor(FACTOR * n) random linear measurements of the
+    flattened image (n = C * H * W, [-1, 1] units, the C-major order of `x.flatten(1)`).
+
+    y = A x `[N, m]` float32, with A seeded by `seed` (the same seed gives the same matrix):
+    * 'circulant' (default; ILO's `partial_circulant`, reference sphinx.md 8): A x = P_idx(f * (s . x)) / sqrt(m):
+      random signs s ~ U{-1, 1}^n, circular convolution with a filter f ~ N(0, 1)^n (by FFT), then
+      m distinct uniformly drawn indices. O(n log n) time, O(n) memory: fits any resolution.
+    * 'gaussian': a dense matrix with i.i.d. N(0, 1/m) entries (at most `CS_MAX_DENSE` entries).
+    Both are scaled so that E[A^T A] = I and E||A x||^2 = ||x||^2.
+
+    `true(x)` = `forward(x)`: one exact, deterministic, differentiable linear map (no 8-bit round
+    trip: measurements are not pixels). The observation is the measurement vector (saved as .npy);
+    `to_image_size` shows its back-projection (m/n) A^T y reshaped to the image (the least-squares
+    estimate for rows that are nearly orthogonal with squared norm ~ n/m). `is_image = False`:
+    losses compare measurements with MSE only. In a composition it must be the last operator.
+    """
+
+    kind = 'cs'
+    is_image = False
+
+    def __init__(self, factor, size, channels=3, matrix='circulant', seed=0):
+        super().__init__()
+        factor = float(factor)
+        if not 0 < factor <= 1:
+            raise ValueError(f'cs: the measurement factor must be in (0, 1], got {factor:g}')
+        if matrix not in CS_MATRICES:
+            raise ValueError(f'cs: matrix must be one of {", ".join(CS_MATRICES)}, got {matrix!r}')
+        self.factor, self.matrix, self.seed = factor, matrix, int(seed)
+        self.shape = (int(channels), int(size), int(size))
+        self.n = self.shape[0] * self.shape[1] * self.shape[2]
+        self.m = int(math.floor(factor * self.n))
+        if self.m < 1:
+            raise ValueError(f'cs: factor {factor:g} gives no measurement of a {size}x{size}x{channels} image; use at least {1 / self.n:.2g}')
+        g = torch.Generator().manual_seed(self.seed)
+        if matrix == 'gaussian':
+            if self.m * self.n > CS_MAX_DENSE:
+                raise ValueError(f'cs: a dense {self.m}x{self.n} Gaussian matrix is too large ({self.m * self.n} entries, at most '
+                                 f'{CS_MAX_DENSE}); use cs:{factor:g}:circulant')
+            self.register_buffer('A', torch.randn([self.m, self.n], generator=g) / math.sqrt(self.m))
+        else:
+            self.register_buffer('signs', torch.randint(0, 2, [self.n], generator=g).float() * 2 - 1)
+            self.register_buffer('filter_fft', torch.fft.rfft(torch.randn([self.n], generator=g)))
+            self.register_buffer('index', torch.randperm(self.n, generator=g)[:self.m].sort().values)
+        self.name = f'cs:{factor:g}' + (f':{matrix}' if matrix != 'circulant' else '')
+
+    def _check(self, x):
+        if tuple(x.shape[1:]) != self.shape:
+            c, h, w = self.shape
+            raise ValueError(f'{self.name}: expects images [N, {c}, {h}, {w}], got {tuple(x.shape)}')
+
+    def forward(self, x):
+        self._check(x)
+        v = x.flatten(1).float()
+        if self.matrix == 'gaussian':
+            return v @ self.A.t()
+        conv = torch.fft.irfft(torch.fft.rfft(v * self.signs) * self.filter_fft, n=self.n)
+        return conv[:, self.index] / math.sqrt(self.m)
+
+    def true(self, x):
+        return self.forward(x)
+
+    def adjoint(self, y):
+        """A^T y: `[N, m]` -> `[N, C, H, W]`."""
+        y = y.float()
+        if self.matrix == 'gaussian':
+            v = y @ self.A
+        else:
+            z = y.new_zeros([y.shape[0], self.n])
+            z[:, self.index] = y / math.sqrt(self.m)
+            v = torch.fft.irfft(torch.fft.rfft(z) * self.filter_fft.conj(), n=self.n) * self.signs
+        return v.reshape(-1, *self.shape)
+
+    def back_project(self, y):
+        """(m/n) A^T y `[N, C, H, W]`: the image the measurements show (not clamped)."""
+        return self.adjoint(y) * (self.m / self.n)
+
+    def check_measurements(self, y, source='measurements'):
+        """`[m]` or `[N, m]` array/tensor -> float tensor `[N, m]`; ValueError naming `source` otherwise."""
+        y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y, dtype=torch.float32)
+        if y.ndim == 1:
+            y = y[None]
+        if y.ndim != 2 or y.shape[1] != self.m:
+            c, h, w = self.shape
+            raise ValueError(f'{source} holds {y.shape[-1] if y.ndim else 0} values per image (shape {tuple(y.shape)}), but '
+                             f'{self.name} at {h}x{w}x{c} (seed {self.seed}) takes {self.m}; measure with the same factor, '
+                             f'matrix, resolution and --seed')
+        return y
+
+    def to_image_size(self, y, size):
+        if y.ndim == 4:
+            return super().to_image_size(y, size)
+        return super().to_image_size(self.back_project(y).clamp(-1, 1), size)
+
+
+def load_measurements(path, degradation, device='cpu'):
+    """A `.npy` measurement vector (`[m]` or `[1, m]`) for a measurement operator -> `[1, m]` tensor.
+    ValueError (naming the file) for unreadable files and wrong lengths."""
+    op = measurement_operator(degradation)
+    if op is None:
+        raise ValueError(f'{path}: measurement files (.npy) need a cs:FACTOR degradation')
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f'cannot read measurements {path}: {err}') from None
+    return op.check_measurements(arr, source=f'measurement file {path}')[:1].to(device)
+
+
+def measurement_operator(degradation):
+    """The `CompressedSensing` operator at the end of `degradation` (alone or last of a composition), or None."""
+    if isinstance(degradation, CompressedSensing):
+        return degradation
+    ops = getattr(degradation, 'ops', None)
+    if ops is not None and len(ops) and isinstance(ops[-1], CompressedSensing):
+        return ops[-1]
+    return None
 
 #----------------------------------------------------------------------------
 # JPEG.
@@ -544,8 +688,18 @@ class Compose(Degradation):
         ops = [d for d in degradations if not isinstance(d, Identity)]
         if reorder:
             ops = sorted(ops, key=lambda d: _ORDER.get(d.kind, 0))  # stable
+        for d in ops[:-1]:
+            if not getattr(d, 'is_image', True):
+                raise ValueError(f'{d.name} must be the last operator of a composition (it turns the image into '
+                                 f'measurements); got {"+".join(o.name for o in ops)}')
         self.ops = torch.nn.ModuleList(ops)
         self.name = '+'.join(d.name for d in ops) if ops else 'none'
+        self.is_image = getattr(ops[-1], 'is_image', True) if ops else True
+
+    def to_image_size(self, y, size):
+        if len(self.ops):
+            return self.ops[-1].to_image_size(y, size)
+        return super().to_image_size(y, size)
 
     @property
     def mask(self):
@@ -572,7 +726,8 @@ class Compose(Degradation):
 
 SPEC_FORMS = ('none', 'sr:K', 'sr:K:bicubic|bilinear|lanczos|random', 'sr:LEVEL', 'inpaint:MASK.png', 'inpaint:LEVEL',
               'colorize', 'denoise:LEVEL', 'denoise:PHOTONS,P', 'denoise:gauss:SIGMA', 'jpeg:Q', 'jpeg:LEVEL', 'blur:gauss:SIGMA',
-              'blur:motion:LENGTH[:ANGLE]', 'blur:box:SIZE', 'A+B (composition)')
+              'blur:motion:LENGTH[:ANGLE]', 'blur:box:SIZE', 'gauss:STD', 'cs:FACTOR[:circulant|gaussian]',
+              'A+B (composition; cs last)')
 
 def _check_level(level):
     level = str(level).upper()
@@ -593,7 +748,7 @@ def _number(text, spec, cast=float):
     except ValueError:
         raise _spec_error(spec, f'{text!r} is not a number') from None
 
-def _parse_one(part, size, resolution, seed):
+def _parse_one(part, size, resolution, seed, channels=3):
     fields = part.split(':')
     head = fields[0].strip().lower()
     args = [f.strip() for f in fields[1:]]
@@ -641,6 +796,20 @@ def _parse_one(part, size, resolution, seed):
                 raise _spec_error(part, 'need photons > 0 and 0 <= p < 1')
             return Denoise(photons=lam, p=p, seed=seed)
         raise _spec_error(part)
+    if head == 'gauss' and len(args) == 1:
+        std = _number(args[0], part)
+        if not std >= 0:
+            raise _spec_error(part, 'the noise std must be >= 0 (in [-1, 1] image units)')
+        return AdditiveGaussian(std, seed=seed)
+    if head == 'cs' and 1 <= len(args) <= 2:
+        factor = _number(args[0], part)
+        matrix = args[1].lower() if len(args) == 2 else 'circulant'
+        if not 0 < factor <= 1:
+            raise ValueError(f'{part!r}: the compressed-sensing factor is the fraction of measurements and must be in '
+                             f'(0, 1], e.g. cs:0.1; got {factor:g}')
+        if matrix not in CS_MATRICES:
+            raise _spec_error(part, f'unknown matrix {matrix!r}; use {" or ".join(CS_MATRICES)}')
+        return CompressedSensing(factor, size, channels=channels, matrix=matrix, seed=seed)
     if head == 'jpeg' and len(args) == 1:
         q = LEVEL_TABLE['jpeg'][args[0].upper()] if _is_level(args[0]) else _number(args[0], part, int)
         if not 1 <= q <= 100:
@@ -650,21 +819,29 @@ def _parse_one(part, size, resolution, seed):
         kind = args[0].lower()
         if kind in ('gauss', 'gaussian') and len(args) == 2:
             s = _number(args[1], part)
+            if not (math.isfinite(s) and s > 0):
+                raise _spec_error(part, 'the blur sigma must be a positive number')
             return Blur(gaussian_kernel(s), name=f'blur:gauss:{s:g}')
         if kind == 'motion' and len(args) in (2, 3):
             length = _number(args[1], part)
             angle = _number(args[2], part) if len(args) == 3 else 0.0
+            if not (math.isfinite(length) and length >= 1 and math.isfinite(angle)):
+                raise _spec_error(part, 'the motion length must be at least 1 pixel')
             return Blur(motion_kernel(length, angle), name=f'blur:motion:{length:g}:{angle:g}')
         if kind == 'box' and len(args) == 2:
             s = _number(args[1], part, int)
+            if s < 1:
+                raise _spec_error(part, 'the box size must be at least 1')
             return Blur(box_kernel(s), name=f'blur:box:{s}')
     raise _spec_error(part)
 
 
-def parse_degradation(spec, resolution, device='cpu', seed=0):
+def parse_degradation(spec, resolution, device='cpu', seed=0, channels=3):
     """Build a `Degradation` from a spec string (see `SPEC_FORMS`); compositions join parts with '+'
     and are applied in the robust paper's order (U -> N -> A -> P). Size-dependent parts (stroke
-    masks, mask files) are made at the size reached at their place in the chain."""
+    masks, mask files, compressed sensing) are made at the size reached at their place in the chain.
+    `cs:` measures the image, so it must be written last (e.g. `gauss:0.1+cs:0.1`); `channels` is the
+    image channel count it measures."""
     if not isinstance(spec, str) or not spec.strip():
         raise _spec_error(spec, 'empty')
     resolution = int(resolution)
@@ -674,15 +851,18 @@ def parse_degradation(spec, resolution, device='cpu', seed=0):
     # Sort the parts by kind first so that size-dependent parts see the right size.
     heads = [p.split(':')[0].strip().lower() for p in parts]
     kinds = {'none': 'identity', 'identity': 'identity', 'colorize': 'colorize', 'sr': 'sr', 'inpaint': 'inpaint',
-             'denoise': 'denoise', 'jpeg': 'jpeg', 'blur': 'blur'}
+             'denoise': 'denoise', 'jpeg': 'jpeg', 'blur': 'blur', 'gauss': 'denoise', 'cs': 'cs'}
     for p, h in zip(parts, heads):
         if h not in kinds:
             raise _spec_error(p)
+    if 'cs' in heads and (heads.count('cs') > 1 or heads[-1] != 'cs'):
+        raise ValueError(f'{spec!r}: cs:FACTOR turns the image into measurements, so it must be the last (and only) '
+                         f'cs part of a composition, e.g. gauss:0.1+cs:0.1')
     order = sorted(range(len(parts)), key=lambda i: _ORDER[kinds[heads[i]]])
     size = resolution
     ops = []
     for i in order:
-        d = _parse_one(parts[i], size, resolution, seed)
+        d = _parse_one(parts[i], size, resolution, seed, channels)
         size = d.out_size(size)
         ops.append(d)
     deg = ops[0] if len(ops) == 1 else Compose(ops)

@@ -33,6 +33,7 @@ import torch
 import dnnlib
 
 from . import metric_utils
+from . import provenance
 from . import frechet_inception_distance
 from . import kernel_inception_distance
 from . import precision_recall
@@ -101,6 +102,8 @@ def calc_metric(metric, **kwargs):
     )
     if opts.q_mode is not None:
         result.q_mode = opts.q_mode
+    result.provenance = provenance.build(detectors=[provenance.detector_record(source, name=metric_utils.detector_name_of(url))
+                                                    for url, source in opts.detectors_used.items()])
     return result
 
 
@@ -120,9 +123,13 @@ def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
     (relative to run_dir when both are given), timestamp. Returns the JSON line.
     """
     metric = result_dict['metric']
+    prov = dict(result_dict.get('provenance') or provenance.build())
+    if snapshot_pkl is not None:
+        prov['network'] = provenance.network_record(snapshot_pkl)
+        prov['caveats'] = provenance.caveats(prov)
     if run_dir is not None and snapshot_pkl is not None:
         snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
-    fields = dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time())
+    fields = dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time(), provenance=prov)
     jsonl_line = json.dumps(fields, default=_json_default)
     print(jsonl_line, flush=True)
     if run_dir is not None and os.path.isdir(run_dir):

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from torch_utils import safe_pickle
 
 #----------------------------------------------------------------------------
 # Detectors.
@@ -97,8 +98,31 @@ def _local_path(url):
     return None
 
 
+def _load_torchscript(data):
+    """`torch.jit.load` of TorchScript archive bytes (the one callable a detector pickle may name)."""
+    if isinstance(data, io.BytesIO):
+        data = data.getvalue()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # torch.jit deprecation notice
+        return torch.jit.load(io.BytesIO(bytes(data)), map_location='cpu')
+
+
+class _DetectorUnpickler(safe_pickle.RestrictedUnpickler):
+    """Detector pickles hold TorchScript modules: tensors plus TorchScript archives, loaded with
+    `torch.jit.load` (TorchScript is not Python; loading it runs no code from the file). Any other
+    callable needs the user's opt-in (`--trust-pickle`)."""
+    what = 'a feature detector file'
+    extra_globals = {
+        ('torch.jit', 'load'): _load_torchscript,
+        ('torch.jit._serialization', 'load'): _load_torchscript,
+        ('_io', 'BytesIO'): io.BytesIO,
+        ('io', 'BytesIO'): io.BytesIO,
+    }
+
+
 def _load_detector_file(f, shown_as):
-    """A detector from an open binary file: TorchScript archive (zip) or pickle."""
+    """A detector from an open binary file: TorchScript archive (zip) or a pickle of a TorchScript
+    module (the stylegan3 `.pkl` detectors). Pickles naming other code are refused unless trusted."""
     data = f.read()
     if data[:4] == b'PK\x03\x04':  # zip archive: TorchScript (.pt)
         try:
@@ -110,7 +134,9 @@ def _load_detector_file(f, shown_as):
             raise DetectorError(f'Cannot load feature detector "{shown_as}": it is a zip archive but not a TorchScript '
                                 f'module ({type(err).__name__}: {reason})', url=shown_as) from None
     try:
-        obj = pickle.loads(data)
+        obj = _DetectorUnpickler(io.BytesIO(data)).load()
+    except dnnlib.util.UntrustedFileError as err:
+        raise DetectorError(f'Cannot load feature detector "{shown_as}": {err}', url=shown_as) from None
     except Exception as err:  # pylint: disable=broad-except
         reason = ' '.join(str(err).split())[:300]
         raise DetectorError(f'Cannot load feature detector "{shown_as}": neither a TorchScript .pt nor a pickle '
@@ -232,9 +258,14 @@ class MetricOptions:
         self.q_mode = q_mode
         self.data_loader_kwargs = data_loader_kwargs
         self._dataset = None
+        self.detectors_used = {}  # official URL -> URL or path actually loaded (provenance)
 
     def resolve_detector(self, url):
         """The URL or path actually loaded for the official detector `url` (overrides applied)."""
+        self.detectors_used[url] = resolved = self._resolve_detector(url)
+        return resolved
+
+    def _resolve_detector(self, url):
         if url in self.detector_overrides:
             return self.detector_overrides[url]
         name = detector_name_of(url)
@@ -259,7 +290,7 @@ def open_dataset(dataset_kwargs, G=None):
     requested = kwargs.get('resolution', None)
     if requested is not None:
         kwargs['resolution'] = None  # checked below, with a message that names the network too
-    dataset = dnnlib.util.construct_class_by_name(**kwargs)
+    dataset = dnnlib.util.construct_allowed_class(**kwargs, what='dataset_kwargs')
     path = dataset_kwargs.get('path', dataset.name)
     shape = dataset.image_shape
     for want, what in [(getattr(G, 'img_resolution', None), 'the network generates'), (requested, 'the metric options ask for')]:
@@ -416,7 +447,7 @@ class FeatureStats:
     @staticmethod
     def load(pkl_file):
         with open(pkl_file, 'rb') as f:
-            state = dnnlib.EasyDict(pickle.load(f))
+            state = dnnlib.EasyDict(safe_pickle.RestrictedUnpickler(f).load())
         obj = FeatureStats(capture_all=state.capture_all, max_items=state.max_items)
         obj.__dict__.update(state)
         return obj

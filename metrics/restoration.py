@@ -36,6 +36,7 @@ import scipy.special
 import torch
 
 import dnnlib
+from torch_utils import misc
 
 from . import metric_utils
 from .frechet_inception_distance import frechet_distance
@@ -184,9 +185,9 @@ def _backbone_state(net, backbone_path):
             except Exception as err:  # pylint: disable=broad-except
                 raise fail(f'not found, and the download failed: {type(err).__name__}: {" ".join(str(err).split())[:200]}') from None
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pylint: disable=broad-except
-        raise LPIPSWeightsError(f'Cannot read the LPIPS-{net} backbone weights "{path}" ({type(err).__name__}: {err}); '
+        state = misc.load_weights_only(path)
+    except (ValueError, OSError) as err:
+        raise LPIPSWeightsError(f'Cannot read the LPIPS-{net} backbone weights "{path}" ({err}); '
                                 f'delete the file and download {url} again', url=url, cache_path=path) from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
@@ -203,6 +204,44 @@ def _copy_backbone(pnet, state, net, path):
                 raise LPIPSWeightsError(f'"{path}" is not torchvision\'s ImageNet {net} state dict '
                                         f'(missing or mismatched "{key}")', url=LPIPS_BACKBONE_URLS[net], cache_path=path)
             tensor.copy_(state[key])
+
+
+LPIPS_BACKBONE_HELP = ('LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" '
+                       '(tests/demos: numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
+
+def check_lpips_backbone(spec):
+    """Validate a `--lpips-backbone` value ('pretrained', 'random' or an existing file/folder); returns it."""
+    if spec in (None, 'pretrained', 'random'):
+        return spec or 'pretrained'
+    if not os.path.exists(os.fspath(spec)):
+        raise FileNotFoundError(f'LPIPS backbone "{spec}" is neither "pretrained", "random" nor an existing file or folder')
+    return os.fspath(spec)
+
+def _weights_net(path):
+    """'alex' / 'vgg' for a torchvision AlexNet / VGG16 weights file (by its first conv), else None."""
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:  # pylint: disable=broad-except
+        return None
+    first = state.get('features.0.weight') if isinstance(state, dict) else None
+    if first is None or first.ndim != 4:
+        return None
+    return {11: 'alex', 3: 'vgg'}.get(int(first.shape[-1]))
+
+def build_lpips(net='alex', backbone='pretrained', **kwargs):
+    """`LPIPS(net)` for a `--lpips-backbone` value: 'pretrained', 'random', or PATH. PATH is a folder
+    holding torchvision's files (`alexnet-owt-7be5be79.pth`, `vgg16-397923af.pth`) or one weights
+    file, used for the LPIPS net it belongs to (the other net keeps the default location)."""
+    backbone = check_lpips_backbone(backbone)
+    if backbone == 'random':
+        return LPIPS(net=net, pnet_rand=True, **kwargs)
+    path = None
+    if backbone != 'pretrained':
+        if os.path.isdir(backbone):
+            path = os.path.join(backbone, os.path.basename(LPIPS_BACKBONE_URLS[net]))
+        elif _weights_net(backbone) == net:
+            path = backbone
+    return LPIPS(net=net, backbone_path=path, **kwargs)
 
 
 class LPIPS(torch.nn.Module):
@@ -234,6 +273,7 @@ class LPIPS(torch.nn.Module):
         if state is not None:
             _copy_backbone(self.model.net, state, net, path)
         self.net = net
+        self.backbone = 'random' if pnet_rand else path  # provenance: 'random' or the weights file used
         self.eval().requires_grad_(False)
 
     def forward(self, a, b):
@@ -276,7 +316,10 @@ def _niqe_model_hint():
             f'[{NIQE_NUM_FEATURES}x{NIQE_NUM_FEATURES}]): provide the MATLAB file modelparameters.mat (variables '
             f'mu_prisparam, cov_prisparam) or an .npz with arrays mu and cov, either as niqe(..., model=PATH_OR_URL), '
             f'in the environment variable {NIQE_MODEL_ENV}, or saved as "{niqe_model_cache_path()}" '
-            f'(a .mat may be saved there as modelparameters.mat); or fit one from pristine images with fit_niqe_model()')
+            f'(a .mat may be saved there as modelparameters.mat); or fit one from pristine images with fit_niqe_model(). '
+            f'The standard file is modelparameters.mat from the authors\' MATLAB release '
+            f'(http://live.ece.utexas.edu/research/quality/niqe_release.zip); BasicSR\'s '
+            f'basicsr/metrics/niqe_pris_params.npz (mu_pris_param, cov_pris_param) holds the same model')
 
 
 def _parse_niqe_model(data, source):

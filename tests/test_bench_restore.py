@@ -3,6 +3,7 @@ tiny generators (init:tiny32 and a QC conversion of it), random-weight LPIPS, a 
 Inception detector and NIQE models fitted from the test images; nothing is downloaded."""
 
 import csv
+import json
 import math
 import os
 import re
@@ -106,6 +107,11 @@ def test_restore_compositions_metrics_and_resume(tmp_path, data, detector):
     # 32 px images: both patch sizes are scaled down with a note; the NIQE model is fitted from the images.
     assert 'NIQE uses 16 px patches' in output and 'pFID uses 16 px patches' in output
     assert 'fitting one from the 2 held-out clean images' in output
+    # Provenance: random LPIPS and the stand-in detector are recorded and marked.
+    prov = json.load(open(os.path.join(outdir, 'provenance.json')))
+    assert prov['network']['spec'] == 'init:tiny32' and prov['seed'] == 0
+    assert {lp['backbone'] for lp in prov['lpips']} == {'random'} and prov['detectors'][0]['path'] == os.path.abspath(detector)
+    assert '(random LPIPS backbone)' in output and 'not the official download' in open(os.path.join(outdir, 'results.md')).read()
 
     # UA is sr+jpeg: one task; NP is denoise+inpaint.
     tasks = ('inpaint', 'sr+jpeg', 'denoise+inpaint')
@@ -128,7 +134,8 @@ def test_restore_compositions_metrics_and_resume(tmp_path, data, detector):
         for task in ('inpaint', r'sr\+jpeg \(UA\)', r'denoise\+inpaint \(NP\)'):
             assert re.search(rf'^\| {method} \| {task} \| XS \| 2 \|({number}){{7}}$', md, re.M), (method, task, md)
     with PIL.Image.open(os.path.join(outdir, 'examples.png')) as img:
-        assert img.size == (RES * 4, RES * 3)  # GT | observation | ngd | pti; one row per task
+        # GT | observation | ngd | pti; one row per task; cells upscaled to 256 px, labels around them
+        assert img.size[0] > 4 * 256 and img.size[1] > 3 * 256 and img.size[0] < 4 * 256 + 300
 
     # The numbers are those of the library metrics on the saved predictions.
     gts = [_png(os.path.join(data, f'img{i}.png')) for i in range(2)]

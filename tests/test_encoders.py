@@ -262,9 +262,15 @@ def test_cli_outputs_and_exact_resume(nets, gen16, id_net, tmp_path):
             'panels000003.png', 'panels000006.png', 'panels000008.png'} <= files
     assert any(f.startswith('events.out.tfevents') for f in files)
     panel = np.asarray(PIL.Image.open(os.path.join(full, 'panels000008.png')))
-    assert panel.shape == (4 * 16, 4 * 16, 3)  # rows: degraded | G(w,q) | G(w,0) | sharp; 4 held-out images
+    # rows: degraded | G(w,q) | G(w,0) | sharp (labelled on the left); 4 held-out images; 16 px cells shown at 256 px
+    assert panel.shape[0] == 4 * 256 + 3 * 4 and 4 * 256 < panel.shape[1] < 4 * 256 + 300
     val = [json.loads(line) for line in open(os.path.join(full, 'val.jsonl'))]
     assert [v['step'] for v in val] == [3, 6, 8] and all(np.isfinite(v['val/sharp_psnr']) for v in val)
+    import hashlib
+    sha = hashlib.sha256(open(nets['qc'], 'rb').read()).hexdigest()[:16]
+    assert all(v['provenance']['network']['sha256'] == sha and v['provenance']['lpips'][0]['backbone'] == 'random'
+               and 'random backbone' in v['provenance']['caveats'][0] for v in val)
+    assert json.load(open(os.path.join(full, 'options.json')))['provenance']['network']['path'] == os.path.abspath(nets['qc'])
     stats = [json.loads(line) for line in open(os.path.join(full, 'stats.jsonl'))]
     assert {'Loss/deg/id', 'Loss/deg/lpips', 'Loss/cross/l2', 'Loss/sharp/l2'} <= set(stats[-1])
     assert 'step 8' in open(os.path.join(full, 'log.txt')).read()
@@ -373,6 +379,11 @@ def test_qcode_study_end_to_end(trained, tmp_path):
     assert 0 <= report['accuracy'] <= 1 and 0.3 < report['chance'] < 0.8
     assert sum(report['test_counts'].values()) == 60 and np.sum(report['confusion']) == 60
     assert 'accuracy' in out.output and 'chance' in out.output
+    # Honest study: disjoint sharp images, and the controls next to the encoder's accuracy.
+    assert report['disjoint'] and report['train_images'] + report['test_images'] == 24 and report['test_images'] == 8
+    assert set(report['controls']) == {'random_encoder', 'pixels'}
+    assert all(0 <= c['accuracy'] <= 1 for c in report['controls'].values()) and 'raw-pixel linear probe' in out.output
+    assert qcode_study.split_images(10, 1000, 200) == (list(range(8)), [8, 9])
     levels = qcode_study.run_study(ckpt, generate=12, task='level', levels=5, num_train=60, num_test=30, verbose=False)
     assert levels['level_param'] == 'ksize' and levels['level_range'] == [5.0, 31.0] and set(levels['labels']) <= set('01234')
     member = qcode_study.run_study(ckpt, generate=12, task='member', num_train=60, num_test=30, features='wq',

@@ -218,7 +218,16 @@ def test_ppl_percentile_trimming():
 #----------------------------------------------------------------------------
 # Detectors.
 
-def test_detector_loading_forms_and_cache(tmp_path, detector_pt):
+class ScriptedDetectorPickle:
+    """Pickles as `torch.jit.load(BytesIO(<TorchScript archive>))`: a pickle of a TorchScript module."""
+    def __init__(self, archive):
+        self.archive = archive
+    def __reduce__(self):
+        return (torch.jit.load, (io.BytesIO(self.archive),))
+
+
+def test_detector_loading_forms_and_cache(tmp_path, detector_pt, monkeypatch):
+    monkeypatch.delenv('QCGAN_TRUST_PICKLE', raising=False)
     x = torch.randint(0, 256, [2, 3, 16, 16], dtype=torch.uint8)
     reference = TinyDetector()(x, return_features=True)
     by_path = metric_utils.get_feature_detector(detector_pt, device=CPU)
@@ -226,11 +235,19 @@ def test_detector_loading_forms_and_cache(tmp_path, detector_pt):
     torch.testing.assert_close(by_path(x, return_features=True), reference)
     torch.testing.assert_close(by_url(x, return_features=True), reference)
     assert metric_utils.get_feature_detector(detector_pt, device=CPU) is by_path  # cached per (url, device)
-    # Pickle form (as the stylegan3 .pkl detectors).
+    # Pickle of a TorchScript module (as the stylegan3 .pkl detectors).
     pkl = tmp_path / 'det.pkl'
-    with open(pkl, 'wb') as f:
-        pickle.dump(TinyDetector(), f)
+    with open(detector_pt, 'rb') as f:
+        pkl.write_bytes(pickle.dumps(ScriptedDetectorPickle(f.read())))
     torch.testing.assert_close(metric_utils.get_feature_detector(str(pkl), device=CPU)(x, return_features=True), reference)
+    # A pickle of an arbitrary Python class needs the opt-in.
+    custom = tmp_path / 'custom.pkl'
+    custom.write_bytes(pickle.dumps(TinyDetector()))
+    with pytest.raises(metric_utils.DetectorError, match='--trust-pickle'):
+        metric_utils.get_feature_detector(str(custom), device=CPU)
+    with monkeypatch.context() as m:
+        m.setenv('QCGAN_TRUST_PICKLE', '1')
+        torch.testing.assert_close(metric_utils.get_feature_detector(str(custom), device=CPU)(x, return_features=True), reference)
     # Bad files.
     (tmp_path / 'junk.pt').write_bytes(b'not a network')
     with pytest.raises(metric_utils.DetectorError, match='neither a TorchScript'):
@@ -279,7 +296,10 @@ def test_calc_metric_fid_pipeline_and_stats_cache(tmp_path, monkeypatch, detecto
     G = tiny_G(16)
     kwargs = dict(G=G, dataset_kwargs=dataset_kwargs(data), device=CPU, detector_overrides={'inception': file_url(detector_pt)})
     result = metric_main.calc_metric('fid100_full', **kwargs)
-    assert set(result) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus'}
+    assert set(result) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'provenance'}
+    [det] = result.provenance['detectors']  # the detector file actually used, hashed and marked as a stand-in
+    assert det['name'] == 'inception' and det['path'] == os.path.abspath(detector_pt) and len(det['sha256']) == 16
+    assert not det['official'] and 'not the official download' in result.provenance['caveats'][0]
     assert result.metric == 'fid100_full' and result.num_gpus == 1
     fid = result.results.fid100_full
     assert np.isfinite(fid) and fid > 0
@@ -329,7 +349,10 @@ def test_calc_metric_fid_pipeline_and_stats_cache(tmp_path, monkeypatch, detecto
     record = json.loads((run_dir / 'metric-fid100_full.jsonl').read_text().strip())
     assert json.loads(line) == record
     assert record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
-    assert set(record) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp'}
+    assert set(record) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp', 'provenance'}
+    assert record['provenance']['network']['spec'].endswith('network-snapshot-000000.pkl')
+    assert record['provenance']['detectors'][0]['sha256'] == result.provenance['detectors'][0]['sha256']
+    assert record['provenance']['caveats']  # the stand-in detector is marked in the printed line too
 
 
 def test_kid_pr_is_through_the_pipeline(tmp_path, detector_pt):
@@ -676,7 +699,7 @@ def test_niqe_prefers_pristine_images(niqe_model, tmp_path, monkeypatch):
     with pytest.raises(restoration.NIQEModelError) as info:
         restoration.niqe(test)
     message = str(info.value)
-    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message
+    assert restoration.niqe_model_cache_path() in message and 'modelparameters.mat' in message and 'niqe_release.zip' in message
     assert restoration.NIQE_MODEL_ENV in message and '\n' not in message
     monkeypatch.setenv(restoration.NIQE_MODEL_ENV, str(mat))
     assert restoration.niqe(test) == pytest.approx(q_test)

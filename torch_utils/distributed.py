@@ -144,8 +144,9 @@ def torchrun_gpus(gpus, explicit):
     return world_size
 
 def continued_run_desc(ckpt_path):
-    """Run description of a run continued from `.../NNNNN-desc/checkpoint.pt`: 'desc-continued'."""
-    return os.path.basename(os.path.dirname(os.path.abspath(ckpt_path))).split('-', 1)[-1] + '-continued'
+    """Run description of a run continued from `.../NNNNN-desc/checkpoint.pt`: 'desc-continued' (also
+    when that run was itself continued: no '-continued-continued' chains)."""
+    return dnnlib.util.continued_run_desc(ckpt_path)
 
 def continue_run(args, explicit, gpus, device):
     """Exact resume: the process count and device that may change from the command line (`explicit`
@@ -177,10 +178,7 @@ def start(process_fn, args, outdir, desc, options_file, print_options, dry_run=F
     """
     if started_by_torchrun():
         def choose_run_dir():
-            run_dir = dnnlib.util.next_run_dir(outdir, desc)
-            if not dry_run:
-                os.makedirs(run_dir)
-            return run_dir
+            return dnnlib.util.next_run_dir(outdir, desc) if dry_run else dnnlib.util.make_run_dir(outdir, desc)
         rank, local_rank, args.run_dir = torchrun_setup(args.num_gpus, args.device_type, choose_run_dir,
                                                         args.get('device_index'))
         if rank == 0:
@@ -192,16 +190,27 @@ def start(process_fn, args, outdir, desc, options_file, print_options, dry_run=F
             return None
         return process_fn(rank, args, None, local_rank=local_rank, torchrun=True)
 
-    args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
-    print_options(args)
     if dry_run:
+        args.run_dir = dnnlib.util.next_run_dir(outdir, desc)
+        print_options(args)
         print('Dry run; exiting.')
         return None
-    print('Creating output directory...')
-    os.makedirs(args.run_dir)
-    write_options(args, options_file, options_content)
-    print('Launching processes...')
-    return launch(process_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
+    try:
+        args.run_dir = dnnlib.util.make_run_dir(outdir, desc)  # atomic: runs started at once get distinct folders
+    except OSError as err:
+        raise LaunchError(f'--outdir "{outdir}": cannot create a run folder: {dnnlib.util.describe_os_error(err)}') from err
+    print_options(args)
+    print(f'Created output directory {args.run_dir}')
+    try:
+        write_options(args, options_file, options_content)
+        print('Launching processes...')
+        return launch(process_fn, args, args.num_gpus, log_hint=os.path.join(args.run_dir, 'log.txt'))
+    except OSError as err:  # full disk, ...: one line; a folder with no results yet is removed
+        dnnlib.util.remove_unused_run_dir(args.run_dir, [options_file, 'log.txt'])
+        raise LaunchError(f'{args.run_dir}: {dnnlib.util.describe_os_error(err)}') from err
+    except BaseException:  # a failed start (bad data, unloadable network, Ctrl-C) leaves no empty run folder
+        dnnlib.util.remove_unused_run_dir(args.run_dir, [options_file, 'log.txt'])
+        raise
 
 def run_process(loop_fn, rank, args, temp_dir, local_rank=None, torchrun=False, errors=(), wrap=RuntimeError):
     """One training process: `loop_fn(rank=rank, device=device)` with everything around it.

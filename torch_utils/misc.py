@@ -350,7 +350,33 @@ def all_gather_objects(obj, num_procs):
     return gathered
 
 #----------------------------------------------------------------------------
+# Reading weights-only torch files quietly, with one-line errors.
 
+def torch_load_error_summary(err):
+    """One line for a failed `torch.load(weights_only=True)`, without torch's advice to re-run with
+    `weights_only=False` (which would execute code from the file)."""
+    text = str(err)
+    match = re.search(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)', text)
+    if match:
+        return f'the file refers to code ({match.group(1)}), which a weights-only file must not'
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1]
+    elif text.startswith('Weights only load failed.'):
+        text = '\n'.join(text.split('\n')[1:])  # drop torch's advice to re-run with weights_only=False
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith('Check the documentation')]
+    return f'{type(err).__name__}: {(lines[0] if lines else "weights-only load failed")[:200]}'
+
+def load_weights_only(f):
+    """`torch.load(f, map_location='cpu', weights_only=True)` without torch's loader warnings
+    ("Detected pickle protocol 4", ...). Raises ValueError with a one-line reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        try:
+            return torch.load(f, map_location='cpu', weights_only=True)
+        except Exception as err:  # pylint: disable=broad-except
+            raise ValueError(torch_load_error_summary(err)) from None
+
+#----------------------------------------------------------------------------
 def cpu_bf16_support():
     """(native, reason): whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX-BF16,
     ARM BF16), from /proc/cpuinfo. Without it, bf16 autocast on the CPU emulates every op and runs

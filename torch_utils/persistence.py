@@ -9,8 +9,10 @@ The pickle format (`meta` dict with keys type, version, module_src, class_name, 
 version 6) is the one official stylegan2-ada-pytorch and QC-StyleGAN pickles use, so those
 load through this module too.
 
-Unpickling executes code stored in the file: only load pickles you trust. `legacy.py` offers
-a weights-only format that loads without executing anything.
+Unpickling executes code stored in the file, so source this process did not write itself is
+executed only when the user opted in (`--trust-pickle` or `QCGAN_TRUST_PICKLE=1`). Use
+`legacy.load_network_pkl`, which rebuilds known classes from this project's code without
+executing anything, or the weights-only formats (`.pt`, `.safetensors`).
 """
 
 import copy
@@ -149,9 +151,38 @@ def _module_to_src(module):
         _src_to_module_dict[src] = module
     return src
 
+# Modules (by name) of the application that define persistent classes, registered by the application
+# (legacy.py). A pickle whose embedded source is exactly one of them (its own snapshots, networks sent to
+# spawned worker processes) needs no execution and no opt-in: that module is imported and used.
+_own_modules = []
+
+def register_own_module(module_name):
+    """Declare `module_name` as this application's own code: embedded source identical to its source is trusted."""
+    if module_name not in _own_modules:
+        _own_modules.append(module_name)
+
+def _own_module_with_source(src):
+    import importlib  # pylint: disable=import-outside-toplevel
+    for name in _own_modules:
+        try:
+            importlib.import_module(name)  # decorating its classes registers its source
+        except ImportError:
+            continue
+        module = _src_to_module_dict.get(src, None)
+        if module is not None:
+            return module
+    return None
+
 def _src_to_module(src):
     module = _src_to_module_dict.get(src, None)
     if module is None:
+        module = _own_module_with_source(src)
+    if module is None:
+        if not dnnlib.util.trust_pickle_enabled():
+            first = next((line.strip() for line in src.splitlines() if line.strip()), '')[:80]
+            raise dnnlib.util.UntrustedFileError(
+                f'refusing to execute Python source embedded in a pickle (it starts "{first}"); load network '
+                f'files with legacy.load_network_pkl, or {dnnlib.util.TRUST_HINT}')
         module_name = '_imported_module_' + uuid.uuid4().hex
         module = types.ModuleType(module_name)
         sys.modules[module_name] = module

@@ -151,11 +151,12 @@ def run_validation(encoder, G, loss, val_sharp, val_deg, sharp_q, batch=8):
     grid = torch.cat([p.clamp(-1, 1).cpu() for p in panels])
     return result, grid, len(panels[0])
 
+PANEL_ROWS = ('degraded input', 'G(w, q)', 'G(w, 0)', 'sharp target')
+
 def save_panels(grid, columns, path):
-    """Panel grid (rows: degraded | G(w, q) | G(w, 0) | sharp) -> PNG; returns the uint8 image."""
-    image = image_utils.make_grid(image_utils.to_uint8(grid), grid_size=(columns, 4))
-    image_utils.save_image(image, path)
-    return image
+    """Validation panel: one column per held-out image, rows `PANEL_ROWS`, labelled and upscaled
+    (nearest, >= 256 px cells) -> PNG; returns the uint8 image."""
+    return image_utils.save_labelled_grid(image_utils.to_uint8(grid), path, grid_size=(columns, 4), row_labels=PANEL_ROWS)
 
 #----------------------------------------------------------------------------
 
@@ -265,8 +266,9 @@ def _tick_line(stats, step, elapsed, device):
 class _RunFiles:
     """stats.jsonl, val.jsonl and TensorBoard events of rank 0 (nothing when not writing)."""
 
-    def __init__(self, run_dir, enabled, log):
+    def __init__(self, run_dir, enabled, log, provenance=None):
         self.stats = self.val = self.tfevents = None
+        self.provenance = provenance  # written with every validation line
         if not enabled:
             return
         os.makedirs(run_dir, exist_ok=True)
@@ -279,7 +281,7 @@ class _RunFiles:
             log('Skipping tfevents export:', err)
 
     def write_val(self, step, val, grid, columns):
-        self.val.write(json.dumps(dict(step=step, **val)) + '\n')
+        self.val.write(json.dumps(dict(step=step, **val, provenance=self.provenance)) + '\n')
         self.val.flush()
         if self.tfevents is not None:
             for key, value in val.items():
@@ -395,7 +397,7 @@ def training_loop(
 
     # Logs.
     stats_collector = training_stats.Collector(regex='.*')
-    files = _RunFiles(run_dir, rank == 0 and write_files, log)
+    files = _RunFiles(run_dir, rank == 0 and write_files, log, provenance=(training_options or {}).get('provenance'))
     params = list(encoder.parameters())
     result = dnnlib.EasyDict(checkpoint=None, val=None)
     log(f'Training encoders ({encoder.backbone}, {encoder.w_space.upper()}, input {encoder.input_size}, '

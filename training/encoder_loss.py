@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import dnnlib
 from metrics.restoration import LPIPS
+from torch_utils import misc
 from torch_utils import training_stats
 from training import encoders
 
@@ -50,16 +51,22 @@ def load_id_network(path, device='cpu'):
         net = None
     if net is None:
         try:
-            payload = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as err:  # pylint: disable=broad-except
+            payload = misc.load_weights_only(path)
+        except (ValueError, OSError) as err:
             raise IDNetworkError(f'--id-weights "{path}" is neither TorchScript nor a readable torch file '
-                                 f'({type(err).__name__}); expected {ID_INTERFACE}') from None
+                                 f'({err}); expected {ID_INTERFACE}') from None
         if not (isinstance(payload, dict) and 'class_name' in payload and 'state_dict' in payload):
             raise IDNetworkError(f'--id-weights "{path}" holds a bare state dict without its network class; save it as '
                                  f'{ID_INTERFACE}')
         kwargs = payload.get('init_kwargs') or {}
+        try:  # the class name comes from the file: only this project's classes, unless the user trusts it
+            cls = dnnlib.util.resolve_allowed_class(payload['class_name'], what=f'--id-weights "{path}"')
+        except dnnlib.util.UntrustedFileError as err:
+            raise IDNetworkError(str(err)) from None
+        except ImportError as err:
+            raise IDNetworkError(f'--id-weights "{path}": cannot find class {payload["class_name"]!r} ({err})') from None
         try:
-            net = dnnlib.util.construct_class_by_name(class_name=payload['class_name'], **kwargs)
+            net = cls(**kwargs)
             net.load_state_dict(payload['state_dict'])
         except Exception as err:  # pylint: disable=broad-except
             raise IDNetworkError(f'--id-weights "{path}": cannot build {payload["class_name"]} '

@@ -63,7 +63,7 @@ __all__ = [
 
 ENCODER_FORMAT = 'qcgan-encoder-checkpoint'
 ENCODER_VERSION = 1
-BACKBONES = ('resnet34', 'tiny')
+BACKBONES = ('resnet34', 'tiny', 'ir_se50')
 W_SPACES = ('w', 'w+')
 
 RESNET34_URL = 'https://download.pytorch.org/models/resnet34-b627a593.pth'  # torchvision IMAGENET1K_V1
@@ -115,9 +115,9 @@ def _load_imagenet_state(weights):
         if not os.path.isfile(path):
             raise EncoderError(f'backbone weights file not found: "{path}" (expected torchvision\'s {RESNET34_URL})')
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pylint: disable=broad-except
-        raise EncoderError(f'cannot read the ResNet34 weights "{path}" ({type(err).__name__}: {err}); '
+        state = misc.load_weights_only(path)
+    except (ValueError, OSError) as err:
+        raise EncoderError(f'cannot read the ResNet34 weights "{path}" ({err}); '
                            f'delete the file and save {RESNET34_URL} there again') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
@@ -149,6 +149,39 @@ class EqualLinear(torch.nn.Module):
         return f'in_features={self.in_features}, out_features={self.out_features}, lr_mul={self.lr_mul:g}'
 
 
+class SqueezeExcite(torch.nn.Module):
+    """Channel attention: x * sigmoid(fc2(relu(fc1(avgpool(x))))), 1x1 convs without bias."""
+
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        self.fc1 = torch.nn.Conv2d(channels, channels // reduction, 1, bias=False)
+        self.fc2 = torch.nn.Conv2d(channels // reduction, channels, 1, bias=False)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class IRSEUnit(torch.nn.Module):
+    """pSp's `bottleneck_IR_SE(in, depth, stride)`: res = BN, 3x3 conv, PReLU, 3x3 conv (stride), BN, SE;
+    shortcut = 1x1 max-pool (stride) if in == depth, else 1x1 conv (stride) + BN; out = res + shortcut."""
+
+    def __init__(self, in_channels, depth, stride):
+        super().__init__()
+        if in_channels == depth:
+            self.shortcut_layer = torch.nn.MaxPool2d(1, stride)
+        else:
+            self.shortcut_layer = torch.nn.Sequential(torch.nn.Conv2d(in_channels, depth, 1, stride, bias=False),
+                                                      torch.nn.BatchNorm2d(depth))
+        self.res_layer = torch.nn.Sequential(
+            torch.nn.BatchNorm2d(in_channels), torch.nn.Conv2d(in_channels, depth, 3, 1, 1, bias=False),
+            torch.nn.PReLU(depth), torch.nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+            torch.nn.BatchNorm2d(depth), SqueezeExcite(depth, 16))
+
+    def forward(self, x):
+        return self.res_layer(x) + self.shortcut_layer(x)
+
+
 class ResNetBackbone(torch.nn.Module):
     """Stem + residual stages; `forward(x)` returns the output of every stage (fine to coarse).
 
@@ -174,6 +207,25 @@ class ResNetBackbone(torch.nn.Module):
             self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
                                             torch.nn.BatchNorm2d(64), torch.nn.PReLU(64))
             self.stages = torch.nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+            self.channels = [64, 128, 256, 512]
+            self.strides = [2, 4, 8, 16]
+        elif arch == 'ir_se50':
+            # pSp's IR-SE50 (ArcFace backbone): 3x3 stride-1 stem, 3/4/14/3 units of 64/128/256/512
+            # channels, the first unit of each stage with stride 2. Read from released pSp
+            # checkpoints (training/released.py); no pretrained weights are looked for.
+            if weights not in (None, 'auto', 'none'):
+                raise EncoderError('the ir_se50 backbone takes no --backbone-weights file (its weights come from a '
+                                   'released pSp checkpoint); use --backbone resnet34 for ImageNet initialisation')
+            self.imagenet_source = None
+            self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False),
+                                            torch.nn.BatchNorm2d(64), torch.nn.PReLU(64))
+            stages = []
+            in_channels = 64
+            for depth, count in [(64, 3), (128, 4), (256, 14), (512, 3)]:
+                stages.append(torch.nn.Sequential(*[IRSEUnit(in_channels if j == 0 else depth, depth, 2 if j == 0 else 1)
+                                                    for j in range(count)]))
+                in_channels = depth
+            self.stages = torch.nn.ModuleList(stages)
             self.channels = [64, 128, 256, 512]
             self.strides = [2, 4, 8, 16]
         else:
@@ -447,13 +499,15 @@ def load_encoder_checkpoint(path):
         raise EncoderError(f'"{path}" is not a qcgan encoder checkpoint (not a torch file; a network pickle?): '
                            f'pass the checkpoint.pt or best.pt written by train_encoder.py')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pylint: disable=broad-except
-        first = str(err).strip().splitlines()
-        raise EncoderError(f'"{path}" is not a readable encoder checkpoint ({type(err).__name__}: '
-                           f'{(first[0] if first else "")[:160]}); the file may be truncated') from None
+        ckpt = misc.load_weights_only(path)
+    except (ValueError, OSError) as err:
+        raise EncoderError(f'"{path}" is not a readable encoder checkpoint ({err}); the file may be truncated') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != ENCODER_FORMAT:
-        raise EncoderError(f'"{path}" is not a qcgan encoder checkpoint (written by train_encoder.py)')
+        from training import released  # pylint: disable=import-outside-toplevel
+        if released.is_psp_checkpoint(ckpt):
+            return ckpt  # a released pSp / QC-StyleGAN pSp checkpoint: load_encoder converts it
+        raise EncoderError(f'"{path}" is not a qcgan encoder checkpoint (written by train_encoder.py) nor a pSp '
+                           f'checkpoint ({released.PSP_SUPPORTED})')
     if int(ckpt.get('format_version', 0)) > ENCODER_VERSION:
         raise EncoderError(f'"{path}": encoder checkpoint version {ckpt["format_version"]} is newer than this code '
                            f'(reads {ENCODER_VERSION}); update qcgan')
@@ -542,7 +596,9 @@ class EncoderWrapper:
 
 
 def load_encoder(path, G=None, device='cpu'):
-    """Load an encoder checkpoint written by train_encoder.py -> `EncoderWrapper`.
+    """Load an encoder -> `EncoderWrapper`: a checkpoint written by train_encoder.py, a released pSp
+    checkpoint (QC-StyleGAN `ffhq_psp.pt`/`afhq_psp.pt` DoubleEncoder, pSp IR-SE50
+    `psp_ffhq_encode.pt`; see training/released.py) or a zoo name (`qc-ffhq256-psp`, dnnlib/zoo.py).
 
     If `G` is given it must be the kind of generator the encoder was trained for (same w_dim,
     q_dim, num_ws, resolution and channels), else `EncoderMismatchError`; a generator whose
@@ -550,8 +606,19 @@ def load_encoder(path, G=None, device='cpu'):
     keeps predicting around its own latent_avg). `wrapper.network` names the network the
     encoder was trained with.
     """
+    import dnnlib.zoo  # pylint: disable=import-outside-toplevel
+    if isinstance(path, str) and path in dnnlib.zoo.MANUAL_FILES:
+        try:
+            path = dnnlib.zoo.resolve(path)
+        except dnnlib.zoo.ManualDownloadError as err:
+            raise EncoderError(str(err)) from None
     ckpt = load_encoder_checkpoint(path)
-    encoder = build_encoder_from_checkpoint(ckpt, path=f'"{path}"')
+    if ckpt.get('format') != ENCODER_FORMAT:
+        from training import released  # pylint: disable=import-outside-toplevel
+        encoder, info = released.encoder_from_psp_checkpoint(ckpt, path=f'"{path}"')
+        ckpt = dict(fingerprint=encoder.fingerprint, network=info['network'], released=info)
+    else:
+        encoder = build_encoder_from_checkpoint(ckpt, path=f'"{path}"')
     if G is not None:
         check_fingerprint(ckpt['fingerprint'], G, what=f'encoder checkpoint "{path}"')
         w_avg = getattr(G.mapping, 'w_avg', None)
@@ -562,6 +629,7 @@ def load_encoder(path, G=None, device='cpu'):
                       f'(max |diff| {diff:.3g}); is it the network the encoder was trained for ({ckpt.get("network")})?')
     device = torch.device(device) if not isinstance(device, torch.device) else device
     wrapper = EncoderWrapper(encoder, G=G, network=ckpt.get('network'), path=os.fspath(path), step=ckpt.get('step'))
+    wrapper.released = ckpt.get('released')  # {kind, network, ...} for released pSp checkpoints, else None
     return wrapper.to(device)
 
 #----------------------------------------------------------------------------

@@ -454,11 +454,15 @@ class SynthesisBlock(torch.nn.Module):
             return torch.float16
         return torch.float32
 
-    def forward(self, x, img, ws, q=None, force_fp32=False, fused_modconv=None, return_features=False, **layer_kwargs):
+    def forward(self, x, img, ws, q=None, force_fp32=False, fused_modconv=None, return_features=False, const_input=None,
+                **layer_kwargs):
         """x: `[N, in_channels, res/2, res/2]` or None, img: `[N, img_channels, res/2, res/2]` or None,
         ws: `[N, num_conv + num_torgb, w_dim]`, q: `[N, q_dim]` or None (= zeros: sharp)
         -> (x `[N, out_channels, res, res]`, img `[N, img_channels, res, res]`), plus the conv1 content
-        features `[N, out_channels, res, res]` (before any DegradBlock residual) if `return_features`."""
+        features `[N, out_channels, res, res]` (before any DegradBlock residual) if `return_features`.
+        const_input: first block only: `[N, out_channels, res, res]` (or `[out_channels, res, res]`,
+        shared by the batch) used in place of the learned constant (SPHInX's content input S);
+        None (default) = the constant."""
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb] + [None] * (ws.ndim - 3) + [self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = self.compute_dtype(ws.device, force_fp32)
@@ -468,10 +472,17 @@ class SynthesisBlock(torch.nn.Module):
                 fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
 
         # Input.
-        if self.in_channels == 0:
+        if self.in_channels == 0 and const_input is not None:
+            if const_input.ndim == 3:
+                const_input = const_input.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            misc.assert_shape(const_input, [ws.shape[0], self.out_channels, self.resolution, self.resolution])
+            x = const_input.to(dtype=dtype, memory_format=memory_format)
+        elif self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=memory_format)
             x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
         else:
+            if const_input is not None:
+                raise ValueError('const_input is only for the first synthesis block (in_channels == 0)')
             misc.assert_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)
 
@@ -597,13 +608,16 @@ class SynthesisNetwork(torch.nn.Module):
             raise ValueError(f'q must have shape [{batch_size}, {self.q_dim}], got {list(q.shape)}')
         return q
 
-    def forward(self, ws, q=None, return_features=False, **block_kwargs):
+    def forward(self, ws, q=None, return_features=False, const_input=None, **block_kwargs):
         """ws: `[N, num_ws, w_dim]` (or W++ `[N, num_ws, K, w_dim]`, K >= the widest layer),
         q: `[N, q_dim]` or None (sharp) -> image `[N, img_channels, R, R]` float32.
 
         With `return_features`, returns `(img, features)`: the conv1 outputs `[N, C, r, r]` of the
         `feature_resolutions` blocks (low to high resolution), before any DegradBlock residual;
         QC-StyleGAN distils these from the source generator.
+        const_input: None (default: the first block's learned constant), or the first block's input
+        `[N, C, 4, 4]` (`[C, 4, 4]` broadcasts) used in place of the constant (C = `b4.out_channels`;
+        SPHInX's content code S). Passing the constant itself gives the same image bit for bit.
         block_kwargs: noise_mode ('random'|'const'|'none'), force_fp32, fused_modconv.
         """
         q = self.check_q(q, ws.shape[0])
@@ -612,7 +626,8 @@ class SynthesisNetwork(torch.nn.Module):
         for res, cur_ws in zip(self.block_resolutions, self.split_ws(ws)):
             block = getattr(self, f'b{res}')
             want = return_features and res in self.feature_resolutions
-            out = block(x, img, cur_ws, q=q if block.q_dim else None, return_features=want, **block_kwargs)
+            first = dict(const_input=const_input) if const_input is not None and block.in_channels == 0 else {}
+            out = block(x, img, cur_ws, q=q if block.q_dim else None, return_features=want, **first, **block_kwargs)
             x, img = out[:2]
             if want:
                 features.append(out[2])

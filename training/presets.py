@@ -83,6 +83,11 @@ def setup_training_loop_kwargs(
         del training_set
     except (IOError, OSError, ValueError) as err:
         raise ConfigError(f'--data: {err}') from err
+    res = args.training_set_kwargs.resolution
+    if res < 4 or (res & (res - 1)) != 0:
+        lower = 1 << max(2, res.bit_length() - 1)
+        raise ConfigError(f'--data {data}: the images are {res}x{res}, but the resolution must be a power of two; '
+                          f'rebuild the dataset with dataset_tool.py --resolution {lower}')
 
     if cond is None:
         cond = False
@@ -166,8 +171,8 @@ def setup_training_loop_kwargs(
         args.D_kwargs.architecture = 'orig'  # disable residual skip connections
 
     if gamma is not None:
-        if gamma < 0:
-            raise ConfigError('--gamma must be non-negative')
+        if not (0 <= gamma < float('inf')):
+            raise ConfigError(f'--gamma must be a non-negative number, got {gamma}')
         desc += f'-gamma{gamma:g}'
         args.loss_kwargs.r1_gamma = gamma
 
@@ -269,6 +274,10 @@ def setup_training_loop_kwargs(
         q_dim = 16 if q_dim is None else q_dim
         if q_dim < 1:
             raise ConfigError('--q-dim must be at least 1')
+        if qc_blocks is not None and qc_blocks < 1:
+            raise ConfigError(f'--qc-blocks must be at least 1, got {qc_blocks}')
+        if kd_weight is not None and not (0 <= kd_weight < float('inf')):
+            raise ConfigError(f'--kd-weight must be a non-negative number, got {kd_weight}')
         args.qc_kwargs = dnnlib.EasyDict(q_dim=q_dim, qc_blocks=2 if qc_blocks is None else qc_blocks, degrad_width=16, degrad_layers=3,
                                          train_blocks=3 if train_blocks is None else train_blocks, teacher=teacher,
                                          ema=qc_ema or 'released')

@@ -101,12 +101,22 @@ def _write_atomic(writer, path, what):
 def load_checkpoint(path):
     """Read a training checkpoint written by this loop (no code execution: weights_only)."""
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:
-        raise ValueError(f'{path}: not a readable training checkpoint ({type(err).__name__}: {err})') from err
+        ckpt = misc.load_weights_only(path)
+    except (ValueError, OSError) as err:
+        raise ValueError(f'{path}: not a readable training checkpoint ({err})') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise ValueError(f'{path}: not a qcgan training checkpoint')
     return ckpt
+
+CLASS_NAME_OPTIONS = ['training_set_kwargs', 'G_kwargs', 'D_kwargs', 'G_opt_kwargs', 'D_opt_kwargs', 'loss_kwargs', 'augment_kwargs']
+
+def check_class_names(options, source):
+    """Check the `class_name`s in training options read from a file (checkpoint, training_options.json)
+    against the allow-list before anything is built. Raises dnnlib.util.UntrustedFileError / ImportError."""
+    for key in CLASS_NAME_OPTIONS:
+        value = options.get(key)
+        if isinstance(value, dict) and 'class_name' in value:
+            dnnlib.util.resolve_allowed_class(value['class_name'], what=f'{source}: {key}.class_name')
 
 def is_checkpoint_file(path):
     if not isinstance(path, str) or not os.path.isfile(path):
@@ -209,9 +219,15 @@ def training_loop(
     grid_sample_gradfix.enabled = True  # Double backward through ADA's geometric augmentations.
     log = log_fn if rank == 0 else (lambda *args, **kwargs: None)
 
+    # Temporary files of a killed run (atomic writes that never finished) are garbage now.
+    if rank == 0:
+        for folder in {os.path.abspath(run_dir)} | ({os.path.dirname(os.path.abspath(resume_checkpoint))} if resume_checkpoint else set()):
+            for path in dnnlib.util.remove_stale_tmp_files(folder):
+                log(f'Removed the stale temporary file "{path}" of an interrupted run')
+
     # Load training set.
     log('Loading training set...')
-    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    training_set = dnnlib.util.construct_allowed_class(**training_set_kwargs, what='training_set_kwargs')
     checkpoint = load_checkpoint(resume_checkpoint) if resume_checkpoint is not None else None
     start_nimg = int(checkpoint['cur_nimg']) if checkpoint is not None else 0
     training_set_sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed,
@@ -230,8 +246,8 @@ def training_loop(
     elif checkpoint is not None and checkpoint.get('arch') is not None:
         G, D = [_build_from_arch(checkpoint['arch'][name]) for name in ['G', 'D']]
     else:
-        G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs)
-        D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs)
+        G = dnnlib.util.construct_allowed_class(**G_kwargs, **common_kwargs, what='G_kwargs')
+        D = dnnlib.util.construct_allowed_class(**D_kwargs, **common_kwargs, what='D_kwargs')
     if qc_kwargs is None:
         G_ema = copy.deepcopy(G)
         # Resume weights from a network file (rank 0; broadcast below).
@@ -257,7 +273,7 @@ def training_loop(
     augment_pipe = None
     ada_stats = None
     if augment_kwargs is not None and (augment_p > 0 or ada_target is not None):
-        augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
+        augment_pipe = dnnlib.util.construct_allowed_class(**augment_kwargs, what='augment_kwargs').train().requires_grad_(False).to(device)
         augment_pipe.p.copy_(torch.as_tensor(augment_p))
         if ada_target is not None:
             ada_stats = training_stats.Collector(regex='Loss/signs/real')
@@ -265,7 +281,7 @@ def training_loop(
     # Set up the loss and the phases.
     log('Setting up training phases...')
     extra_loss_kwargs = dict(D_degraded=D_degraded, G_teacher=G_teacher) if qc_kwargs is not None else {}
-    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **extra_loss_kwargs, **loss_kwargs)
+    loss = dnnlib.util.construct_allowed_class(what='loss_kwargs', device=device, G=G, D=D, augment_pipe=augment_pipe, **extra_loss_kwargs, **loss_kwargs)
     G_trainable = list(G.parameters())
     ema_names = None
     if qc_kwargs is not None:
@@ -277,14 +293,14 @@ def training_loop(
     phases = []
     for name, module, params, opt_kwargs, reg_interval in trained:
         if reg_interval is None:
-            opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
+            opt = dnnlib.util.construct_allowed_class(params, **opt_kwargs, what=f'{name}_opt_kwargs')
             phases += [dnnlib.EasyDict(name=name + 'both', network=name, module=module, opt=opt, interval=1)]
         else:  # Lazy regularization: compensate the optimizer for the smaller share of main steps.
             mb_ratio = reg_interval / (reg_interval + 1)
             opt_kwargs = dnnlib.EasyDict(opt_kwargs)
             opt_kwargs.lr = opt_kwargs.lr * mb_ratio
             opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
-            opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
+            opt = dnnlib.util.construct_allowed_class(params, **opt_kwargs, what=f'{name}_opt_kwargs')
             phases += [dnnlib.EasyDict(name=name + 'main', network=name, module=module, opt=opt, interval=1)]
             phases += [dnnlib.EasyDict(name=name + 'reg', network=name, module=module, opt=opt, interval=reg_interval)]
     for phase in phases:
@@ -351,6 +367,8 @@ def training_loop(
     stats_jsonl = None
     stats_tfevents = None
     if rank == 0:
+        if checkpoint is not None:
+            _carry_over_stats(os.path.dirname(os.path.abspath(resume_checkpoint)), run_dir, start_nimg / 1e3)
         stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
         try:
             import torch.utils.tensorboard as tensorboard
@@ -574,6 +592,29 @@ def _arch_of(module):
     """JSON description (class path + constructor kwargs) that rebuilds `module` without the file's code."""
     return json.dumps(dict(class_name=legacy._class_path(module), init_args=list(module.init_args),
                            init_kwargs=dict(module.init_kwargs)), default=legacy._json_default)
+
+def _carry_over_stats(old_dir, run_dir, kimg):
+    """Start `run_dir/stats.jsonl` of a resumed run with the history of the run it continues, up to the
+    checkpoint (`kimg`), so that one file reads as one history. Lines of ticks after the checkpoint (which
+    the resumed run repeats) are dropped; so is a torn last line of a killed run."""
+    old_path = os.path.join(old_dir, 'stats.jsonl')
+    new_path = os.path.join(run_dir, 'stats.jsonl')
+    if not os.path.isfile(old_path):
+        return
+    kept = []
+    with open(old_path, 'rt', encoding='utf-8') as f:
+        for line in f:
+            try:
+                fields = json.loads(line)
+                tick_kimg = float(fields['Progress/kimg']['mean'])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if tick_kimg <= kimg + 1e-6:
+                kept.append(line if line.endswith('\n') else line + '\n')
+    if os.path.abspath(old_dir) != os.path.abspath(run_dir) and os.path.isfile(new_path):
+        return  # this run folder already has its own history
+    with dnnlib.util.atomic_write(new_path, 'w') as f:
+        f.writelines(kept)
 
 def _build_from_arch(arch):
     arch = json.loads(arch)
