@@ -11,6 +11,8 @@ Examples:
   python invert.py --network ffhq.pkl --target lowres/ --method ngd --operator sr:4 --outdir out
   python invert.py --network qc.pkl --target img.png --method qc --encoder enc.pt --outdir out
   python invert.py --network ffhq.pkl --target lowres/ --method dgp --operator sr:4 --dgp-candidates 200 --outdir out
+  python invert.py --network ffhq1024.pkl --target lowres/ --method pti --encoder psp_ffhq_encode.pt --w-space w+ \\
+      --operator sr:4 --outdir out
   python invert.py --network ffhq.pkl --target faces/ --method pti --operator inpaint:M \\
       --synthesize-degradation --outdir out --edit smile.npy --strength 3 --sefa 5
   python invert.py --network ffhq.pkl --target xray.png --method sphinx --outdir out \\
@@ -173,7 +175,8 @@ def save_png(img, path):
 @click.option('--operator', '--degradation', 'deg_spec', default='none', show_default=True, metavar='SPEC',
               help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
-@click.option('--encoder', 'encoder_path', default=None, help='Encoder for --method qc: train_encoder.py checkpoint, released QC-StyleGAN pSp file (ffhq_psp.pt) or zoo name (qc-ffhq256-psp)')
+@click.option('--encoder', 'encoder_path', default=None, help='Encoder: (w, q) for --method qc; the start latent (its W/W+ code of the observation) for pti and ngd. '
+              'A train_encoder.py checkpoint, a released pSp file (QC-StyleGAN ffhq_psp.pt, pSp psp_ffhq_encode.pt) or a zoo name (qc-ffhq256-psp)')
 @click.option('--steps', default=None, help='Steps: N for every phase, or a comma list, one per phase '
               '(pti: pivot,tune; cri: offset,tune; ngd: W,W+,W++; dgp: 5 stages; qc: refine,tune)')
 @click.option('--seed', type=int, default=0, show_default=True, help='Random seed (initial latents, sampled degradations)')
@@ -217,8 +220,11 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--device')
     step_kwargs = parse_steps(method, steps)
-    if encoder_path is not None and method != 'qc':
-        raise click.UsageError(f'--encoder is only used by --method qc, not by --method {method}: drop --encoder or use --method qc')
+    if encoder_path is not None:
+        try:
+            methods.check_encoder(method)
+        except methods.MethodError as err:
+            raise click.UsageError(f'--encoder: {err}')
     try:
         dnnlib.util.check_output_dir(outdir, '--outdir')
     except OSError as err:
@@ -282,11 +288,13 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                                          f'{what}; interpolate between observations of the same size', param_hint='--interpolate')
     encoder = None
     if encoder_path is not None:
-        if method == 'qc':
-            try:
-                encoder = methods.load_encoder(encoder_path, G=G, device=device)
-            except methods.MethodError as err:
-                raise click.ClickException(f'--encoder: {err}')
+        try:
+            encoder = methods.load_encoder(encoder_path, G=G, device=device)
+        except methods.MethodError as err:
+            raise click.ClickException(f'--encoder: {err}')
+        if method == 'pti' and encoder.w_space == 'w+' and w_space == 'w':
+            print('Note: the encoder gives W+ codes; with --w-space w the pivot starts from the mean of their rows '
+                  '(--w-space w+ keeps them)')
     try:
         direction = editing.load_direction(edit_path, G.w_dim, G.synthesis.num_ws) if edit_path else None
     except (ValueError, FileNotFoundError) as err:

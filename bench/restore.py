@@ -34,7 +34,10 @@ pFID: patches larger than or as large as the image are clamped to half the image
 Outputs in --outdir:
   results.csv   one row per image x method x task x level, flushed after each case; cases already
                 there are skipped, so an interrupted run resumes (older files without the newer
-                columns are upgraded, missing values become NaN)
+                columns are upgraded, missing values become NaN); each row names what made it: the
+                network (spec, file, SHA-256 prefix), the LPIPS net and backbone (pretrained, random
+                or the weights file, with its SHA-256 prefix), the seed, and caveats (e.g. a random
+                LPIPS backbone: not comparable with published numbers)
   pred/<method>/<task>_<level>/<image>.png   every prediction (pFID is computed from these)
   summary.csv   one row per method x task x level: means and pFID
   results.md    the same as a Markdown table
@@ -89,8 +92,13 @@ COMPONENT_ORDER = ('sr', 'colorize', 'denoise', 'jpeg', 'inpaint')
 PAPER_LETTERS = {'U': 'sr', 'N': 'denoise', 'A': 'jpeg', 'P': 'inpaint'}
 COMPOSITIONS = ('UN', 'UA', 'UP', 'NA', 'NP', 'AP', 'UNA', 'UNP', 'UAP', 'NAP', 'UNAP')
 
-FIELDS = ('image', 'method', 'task', 'level', 'accuracy_lpips', 'fidelity_lpips', 'psnr', 'ssim', 'niqe', 'seconds')
 CASE_METRICS = ('accuracy_lpips', 'fidelity_lpips', 'psnr', 'ssim', 'niqe', 'seconds')
+# Per-row provenance (metrics.provenance): the network spec, its file and SHA-256 prefix; the metric LPIPS network,
+# its backbone ('pretrained', 'random' or the weights file) and that file's SHA-256 prefix; the methods seed; and the
+# caveats that make a row's numbers not comparable with published ones (e.g. a random LPIPS backbone), '; '-joined.
+PROVENANCE_FIELDS = ('network', 'network_path', 'network_sha256', 'lpips_net', 'lpips_backbone', 'lpips_sha256', 'seed',
+                     'caveats')
+FIELDS = ('image', 'method', 'task', 'level') + CASE_METRICS + PROVENANCE_FIELDS
 SUMMARY_FIELDS = ('method', 'task', 'level', 'n') + CASE_METRICS + ('pfid', 'pfid_images', 'pfid_key')
 MARKDOWN_COLUMNS = (('accuracy LPIPS', 'accuracy_lpips', '.4f'), ('fidelity LPIPS', 'fidelity_lpips', '.4f'),
                     ('PSNR', 'psnr', '.2f'), ('SSIM', 'ssim', '.4f'), ('NIQE', 'niqe', '.3f'), ('pFID', 'pfid', '.2f'),
@@ -256,9 +264,11 @@ def upgrade_csv(csv_path):
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction='ignore', lineterminator='\n')
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: row.get(key) if row.get(key) not in (None, '') else 'nan' for key in FIELDS})
+            writer.writerow({key: row.get(key) if row.get(key) not in (None, '') else '' if key in PROVENANCE_FIELDS else 'nan'
+                             for key in FIELDS})
     missing = [key for key in FIELDS if key not in header]
-    print(f'Note: {csv_path} is from an older version; rewritten with the columns {", ".join(missing)} (nan for its {len(rows)} rows)')
+    print(f'Note: {csv_path} is from an older version; rewritten with the columns {", ".join(missing)} (nan for missing '
+          f'metrics, empty provenance, for its {len(rows)} rows)')
 
 def append_row(csv_path, row):
     new = not os.path.isfile(csv_path) or os.path.getsize(csv_path) == 0
@@ -513,6 +523,7 @@ def run_case(method, net, clean, y, degradation, lpips, metric_lpips, steps, enc
     res = clean.shape[-1]
     torch.manual_seed(seed)
     t0 = time.time()
+    encoder = encoder if 'encoder' in inversion_methods.get(method).takes else None  # --encoder is for qc only here
     out = inversion_methods.run(method=method, G=net['G'], target=y, degradation=degradation, lpips=lpips, steps=steps,
                                 D=net['D'], encoder=encoder, seed=seed)
     seconds = time.time() - t0
@@ -529,10 +540,20 @@ def run_case(method, net, clean, y, degradation, lpips, metric_lpips, steps, enc
                        seconds=seconds)
     return pred_uint8, metrics
 
-def format_row(image, method, task, level, m):
+def format_row(image, method, task, level, m, prov=None):
+    """A results.csv row; `prov` is `row_provenance(...)` (empty provenance columns if None)."""
     return dict(image=image, method=method, task=task, level=level, accuracy_lpips=f'{m["accuracy_lpips"]:.6f}',
                 fidelity_lpips=f'{m["fidelity_lpips"]:.6f}', psnr=f'{m["psnr"]:.4f}', ssim=f'{m["ssim"]:.6f}',
-                niqe=f'{m["niqe"]:.4f}', seconds=f'{m["seconds"]:.3f}')
+                niqe=f'{m["niqe"]:.4f}', seconds=f'{m["seconds"]:.3f}', **{k: (prov or {}).get(k, '') for k in PROVENANCE_FIELDS})
+
+def row_provenance(network_spec, metric_lpips, seed):
+    """The PROVENANCE_FIELDS values of this run's rows, from `metrics.provenance` records (None -> '')."""
+    record = provenance.build(network=network_spec, lpips=[metric_lpips], seed=seed)
+    net, lp = record['network'], record['lpips'][0]
+    backbone = lp['path'] if lp['backbone'] == 'file' else lp['backbone']
+    values = dict(network=net['spec'], network_path=net['path'], network_sha256=net['sha256'], lpips_net=lp['net'],
+                  lpips_backbone=backbone, lpips_sha256=lp['sha256'], seed=seed, caveats='; '.join(record['caveats']))
+    return {k: '' if v is None else str(v) for k, v in values.items()}
 
 #----------------------------------------------------------------------------
 
@@ -657,6 +678,7 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
     with dnnlib.util.atomic_write(os.path.join(outdir, 'provenance.json'), 'w') as f:
         json.dump(prov, f, indent=2)
     lpips_mark = ' (random LPIPS backbone)' if lpips_backbone == 'random' else ''
+    row_prov = row_provenance(network_spec, metric_lpips, seed)
 
     csv_path = os.path.join(outdir, 'results.csv')
     upgrade_csv(csv_path)
@@ -686,7 +708,7 @@ def main(network_spec, data, methods, tasks, levels, num_images, steps, encoder_
                                              encoder, seed, niqe_scorer)
                     # The PNG first: a row in results.csv promises that its prediction is on disk.
                     save_image(pred_uint8, prediction_path(outdir, method, task, level, name))
-                    append_row(csv_path, format_row(name, method, task, level, m))
+                    append_row(csv_path, format_row(name, method, task, level, m, row_prov))
                     done.add((name, method, task, level))
                     ran += 1
                     print(f'[{ran}/{todo}] {name} {method} {spec}: LPIPS {m["accuracy_lpips"]:.4f} fidelity '

@@ -279,6 +279,17 @@ class LatentGenerator:
         synthesis = misc.compiled_forward(G.synthesis) if _compile_synthesis else G.synthesis
         return synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True)
 
+def initial_latent(w_init, space, num_ws, w_dim, device):
+    """An encoder's code `w_init` (W `[N, w_dim]` or W+ `[N, num_ws, w_dim]`) as a start in `space`:
+    'w' -> `[N, w_dim]` (a W+ code gives the mean of its rows); 'w+' -> `[N, num_ws, w_dim]` (a W
+    code is broadcast). Returns a detached float32 copy on `device`; ValueError on a bad shape."""
+    w = torch.as_tensor(w_init).detach().to(device=device, dtype=torch.float32)
+    if not ((w.ndim == 2 and w.shape[1] == w_dim) or (w.ndim == 3 and w.shape[1:] == (num_ws, w_dim))):
+        raise ValueError(f'initial latent must be [N, {w_dim}] (W) or [N, {num_ws}, {w_dim}] (W+), got {list(w.shape)}')
+    if space == 'w':
+        return (w.mean(dim=1) if w.ndim == 3 else w).clone()
+    return (w.unsqueeze(1).repeat([1, num_ws, 1]) if w.ndim == 2 else w).clone()
+
 #----------------------------------------------------------------------------
 # Losses shared by the tuning loops.
 

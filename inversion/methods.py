@@ -3,7 +3,8 @@
 Every method module (`inversion/pti.py`, ...) has an `invert(G, target, degradation, ...)` that
 returns `common.InversionResult`. `METHODS` holds one `Method` entry per name saying how to call
 it: its step phases (for `--steps`), which LPIPS networks it takes under which keyword, which of
-the shared inputs (`D`, `encoder`, `seed`, `progress`) it takes, and whether it needs a QC network.
+the shared inputs (`D`, `encoder`, `seed`, `progress`) it takes, whether it needs a QC network, and
+under which keyword (`init`) it starts from an encoder's W / W+ code of the observation.
 A new method is one module with an `invert()` and one entry here.
 
     lpips = methods.build_lpips_modules(['pti'], random_backbone=False, device=device)
@@ -35,11 +36,14 @@ class Method:
     lpips: Dict[str, str]               # invert() keyword -> LPIPS network ('alex' or 'vgg') passed under it
     takes: Tuple[str, ...] = ('seed', 'progress')  # shared inputs of run() the method takes: D, encoder, seed, progress
     needs_qc: bool = False              # only for QC-StyleGAN networks (G.q_dim > 0)
+    init: str = None                    # invert() keyword of a start latent (W [N, w_dim] or W+ [N, num_ws, w_dim]):
+                                        # run() passes the encoder's code of the target there; None: no encoder start
 
 METHODS = {
-    'pti': Method(pti.invert, phases=('pivot_steps', 'tune_steps'), lpips=dict(lpips_module='alex', lpips_pivot='vgg')),
+    'pti': Method(pti.invert, phases=('pivot_steps', 'tune_steps'), lpips=dict(lpips_module='alex', lpips_pivot='vgg'),
+                  init='w_init'),
     'cri': Method(cri.invert, phases=('offset_steps', 'tune_steps'), lpips=dict(lpips_module='alex', vgg='vgg')),
-    'ngd': Method(ngd.invert, phases=('steps',) * 3, lpips=dict(lpips_module='vgg'), takes=('progress',)),
+    'ngd': Method(ngd.invert, phases=('steps',) * 3, lpips=dict(lpips_module='vgg'), takes=('progress',), init='w_init'),
     'dgp': Method(dgp.invert, phases=('stage_steps',) * 5, lpips=dict(), takes=('D', 'seed', 'progress')),
     'qc': Method(qc.invert, phases=('refine_steps', 'tune_steps'), lpips=dict(lpips_module='alex'),
                  takes=('encoder', 'seed', 'progress'), needs_qc=True),
@@ -104,6 +108,18 @@ def check_network(method, G, network_name='the network'):
         raise MethodError(f'--method {method}: only for QC-StyleGAN networks (q_dim > 0); {network_name} is a plain '
                           f'StyleGAN2 network')
 
+def accepts_encoder(method):
+    """Whether `method` can use an encoder: it takes the encoder itself (qc) or starts from its code (pti, ngd)."""
+    entry = get(method)
+    return 'encoder' in entry.takes or entry.init is not None
+
+def check_encoder(method):
+    """MethodError (one line) if `method` cannot use an encoder."""
+    if not accepts_encoder(method):
+        able = ', '.join(name for name in METHODS if accepts_encoder(name))
+        raise MethodError(f'--method {method} cannot start from an encoder; drop --encoder, or use a method that '
+                          f'can: {able}')
+
 def load_encoder(path, G, device):
     """The pSp encoder checkpoint `path` for `G` (`training.encoders.load_encoder`); MethodError with
     the reason (another network's checkpoint, unreadable or missing file)."""
@@ -119,15 +135,21 @@ def run(*, method, G, target, degradation=None, lpips=None, steps=None, D=None, 
     """Restore `target` (float `[N, C, h, w]` in [-1, 1], the observation) with `method`.
 
     lpips: {'alex': module, 'vgg': module} (see `build_lpips_modules`); steps: `parse_steps` output;
-    D, encoder, seed, progress: passed to the methods that take them. `options` go to the method's
-    `invert()` as they are. Returns `common.InversionResult`.
+    D, encoder, seed, progress: passed to the methods that take them; a method with an `init`
+    keyword gets the encoder's W / W+ code of `target` (`qc.encode`: the observation at the
+    network's size) there instead, and one that can use no encoder raises MethodError. `options`
+    go to the method's `invert()` as they are. Returns `common.InversionResult`.
     """
     entry = get(method)
     check_network(method, G)
+    if encoder is not None:
+        check_encoder(method)
     lpips = lpips or {}
     kwargs = {keyword: lpips.get(net) for keyword, net in entry.lpips.items()}
     shared = dict(D=D, encoder=encoder, seed=seed, progress=progress)
     kwargs.update({name: shared[name] for name in entry.takes})
+    if encoder is not None and entry.init is not None and 'encoder' not in entry.takes:
+        kwargs[entry.init], _ = qc.encode(encoder, target, G.synthesis.img_resolution)
     kwargs.update(steps or {})
     kwargs.update(options)
     return entry.invert(G, target, degradation, **kwargs)

@@ -54,11 +54,15 @@ def _loss_fn(lpips_module):
 
 
 def invert(G, target, degradation=None, lpips_module=None, steps=(150, 150, 150), lrs=(0.08, 0.02, 0.005),
-           lr_scale=1.0, q=None, progress=False, loss_fn=None):
+           lr_scale=1.0, q=None, progress=False, loss_fn=None, w_init=None):
     """Three-phase NGD on a batch `target` `[N, C, h, w]`; G stays frozen.
 
     `steps` / `lrs`: per phase (W, W+, W++); an int `steps` applies to every phase. For QC
     generators the sharp branch is used unless a fixed `q` is given.
+    `w_init`: start from an encoder's code of the observation instead of w_avg (`inversion.methods.run`
+    passes it from `encoder=`): phase W starts from the W code (a W+ code: the mean of its rows);
+    phase W+ starts from a W+ code shifted by what phase W moved its mean (exactly the code when
+    phase W has 0 steps), or from phase W's result for a W code.
     """
     common.check_batch(target, degradation)
     if isinstance(steps, int):
@@ -72,10 +76,16 @@ def invert(G, target, degradation=None, lpips_module=None, steps=(150, 150, 150)
     device = target.device
     mask = common.observation_mask(degradation, target)
     w = G.mapping.w_avg.detach().to(device).reshape(1, -1).repeat(N, 1)
+    code = None
+    if w_init is not None:
+        code = common.initial_latent(w_init, 'w+' if torch.as_tensor(w_init).ndim == 3 else 'w', gen.num_ws, w.shape[1], device)
+        if code.shape[0] != N:
+            raise ValueError(f'w_init has {code.shape[0]} codes for {N} targets')
+        w = common.initial_latent(code, 'w', gen.num_ws, w.shape[1], device)
     history = {}
     for phase, n_steps, lr in zip(PHASES, steps, lrs):
         if phase == 'w+':
-            w = gen.to_ws(w.detach())
+            w = gen.to_ws(w.detach()) if code is None or code.ndim == 2 else code + (w.detach() - code.mean(dim=1)).unsqueeze(1)
         if phase == 'w++':
             w = gen.to_wpp(w.detach())
         w = w.detach().requires_grad_(True)

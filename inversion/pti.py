@@ -46,9 +46,11 @@ def pivot_size(x, size=256):
 
 def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=0.01, optimize_noise=True,
                  noise_reg_weight=1e5, initial_noise_factor=0.05, noise_ramp=0.75, lr_rampdown=0.25,
-                 lr_rampup=0.05, w_stats=None, q=None, seed=0, progress=False, lpips_size=256):
+                 lr_rampup=0.05, w_stats=None, q=None, seed=0, progress=False, lpips_size=256, w_init=None):
     """PTI stage A -> (pivot ws `[N, num_ws, w_dim]`, history). LPIPS compares the observation and
-    f^(G(w)) area-downsampled to `lpips_size` px when they are larger (reference: 256)."""
+    f^(G(w)) area-downsampled to `lpips_size` px when they are larger (reference: 256).
+    `w_init`: start from this code (an encoder's W `[N, w_dim]` or W+ `[N, num_ws, w_dim]`, see
+    `common.initial_latent`) instead of w_avg; the noise ramp still uses the w_avg statistics."""
     device = target.device
     N = target.shape[0]
     lpips_module = common.safe_lpips(lpips_module)
@@ -57,12 +59,16 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
     G_p = copy.deepcopy(G).eval() if optimize_noise else G
     common.requires_grad(G_p, False)
     gen = common.LatentGenerator(G_p)
-    if space == 'w':
-        w = w_avg.reshape(1, -1).repeat(N, 1)
-    elif space == 'w+':
-        w = w_avg.reshape(1, 1, -1).repeat(N, gen.num_ws, 1)
-    else:
+    if space not in ('w', 'w+'):
         raise ValueError(f'PTI pivot space must be "w" or "w+", got "{space}"')
+    if w_init is not None:
+        w = common.initial_latent(w_init, space, gen.num_ws, w_avg.numel(), device)
+        if w.shape[0] != N:
+            raise ValueError(f'w_init has {w.shape[0]} codes for {N} targets')
+    elif space == 'w':
+        w = w_avg.reshape(1, -1).repeat(N, 1)
+    else:
+        w = w_avg.reshape(1, 1, -1).repeat(N, gen.num_ws, 1)
     w = w.clone().requires_grad_(True)
     buffers = common.noise_buffers(G_p) if optimize_noise else []
     if optimize_noise:
@@ -103,8 +109,12 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
 
 def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_steps=450, tune_steps=350,
            pivot_lr=0.01, tune_lr=3e-4, lpips_stop=0.06, locality=False, optimize_noise=True,
-           lpips_pivot=None, lpips_size=256, seed=0, progress=False):
+           lpips_pivot=None, lpips_size=256, seed=0, progress=False, w_init=None):
     """PTI on a batch of observations `target` `[N, C, h, w]` (one generator tuned for the batch).
+
+    `w_init`: the pivot optimisation starts from this code (an encoder's W or W+ code of the
+    observation; `inversion.methods.run` passes it from `encoder=`) instead of w_avg; with
+    `pivot_steps=0` it is the pivot (pSp + PTI tuning).
 
     Returns `common.InversionResult`.
     """
@@ -112,7 +122,8 @@ def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_step
     lpips_module = common.safe_lpips(lpips_module)
     lpips_pivot = common.safe_lpips(lpips_pivot) or lpips_module
     ws, h_pivot = invert_pivot(G, target, degradation, lpips_pivot, space=space, steps=pivot_steps, lr=pivot_lr,
-                               optimize_noise=optimize_noise, seed=seed, progress=progress, lpips_size=lpips_size)
+                               optimize_noise=optimize_noise, seed=seed, progress=progress, lpips_size=lpips_size,
+                               w_init=w_init)
     G_t, h_tune = common.tune_generator(G, ws, target, degradation, lpips_module, steps=tune_steps, lr=tune_lr,
                                         lpips_stop=lpips_stop, locality=locality, seed=seed, progress=progress)
     gen = common.LatentGenerator(G)

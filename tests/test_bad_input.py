@@ -163,7 +163,7 @@ CASES = [
     ('generate-q-on-plain', lambda c, m: _generate(c, '--q', 'seed:1'), 2, 'no quality code'),
     ('generate-q-random-on-plain', lambda c, m: _generate(c, '--q', 'random'), 2, 'no quality code'),
     ('invert-method-qc-on-plain', lambda c, m: _invert(c, '--method', 'qc'), 2, 'only for QC-StyleGAN'),
-    ('invert-encoder-with-ngd', lambda c, m: _invert(c, '--encoder', str(c.text)), 2, '--encoder is only used by --method qc'),
+    ('invert-encoder-with-dgp', lambda c, m: _invert(c, '--method', 'dgp', '--encoder', str(c.text)), 2, '--method dgp cannot start from an encoder'),
     ('bench_restore-encoder-without-qc', lambda c, m: _bench_restore(c, '--encoder', str(c.text)), 2, '--encoder is only used by the qc method'),
     # Pretrained weights missing while offline.
     ('invert-lpips-weights-offline', lambda c, m: (_offline_without_weights(m, c), _invert(c, '--lpips-backbone', 'pretrained'))[1], 1, 'DNNLIB_OFFLINE'),

@@ -3,6 +3,7 @@ tiny generators (init:tiny32 and a QC conversion of it), random-weight LPIPS, a 
 Inception detector and NIQE models fitted from the test images; nothing is downloaded."""
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -120,6 +121,11 @@ def test_restore_compositions_metrics_and_resume(tmp_path, data, detector):
     assert {(r['method'], r['task'], r['level']) for r in rows} == {(m, t, 'XS') for m in ('ngd', 'pti') for t in tasks}
     for r in rows:
         assert _finite(r, restore.CASE_METRICS), r
+        # Per-row provenance: no network file behind init:, the random metric backbone marked as such, the seed.
+        assert (r['network'], r['network_path'], r['network_sha256']) == ('init:tiny32', '', ''), r
+        assert (r['lpips_net'], r['lpips_backbone'], r['lpips_sha256'], r['seed']) == ('vgg', 'random', '', '0'), r
+        assert r['caveats'] == ('LPIPS-vgg from a random backbone: not comparable with published LPIPS; '
+                                'network init:tiny32: freshly initialised (random weights)'), r
         with PIL.Image.open(restore.prediction_path(outdir, r['method'], r['task'], r['level'], r['image'])) as img:
             assert img.size == (RES, RES)
 
@@ -180,6 +186,13 @@ def test_restore_qc_method(tmp_path, data, niqe_model):
     assert 'fitting' not in output
     rows = _rows(os.path.join(outdir, 'results.csv'))
     assert len(rows) == 1 and rows[0]['method'] == 'qc' and _finite(rows[0], restore.CASE_METRICS)
+    # Provenance columns: the network file and the first 16 hex digits of its SHA-256, the metric LPIPS, the seed.
+    with open(network, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    row = rows[0]
+    assert (row['network'], row['network_path'], row['network_sha256']) == (network, os.path.abspath(network), digest)
+    assert (row['lpips_net'], row['lpips_backbone'], row['seed']) == ('alex', 'random', '0')
+    assert row['caveats'] == 'LPIPS-alex from a random backbone: not comparable with published LPIPS'
     md = open(os.path.join(outdir, 'results.md')).read()
     assert re.search(r'^\| qc \| sr \| XS \| 1 \|( [0-9.]+ \|){5} n/a \| [0-9.]+ \|$', md, re.M), md
 
@@ -197,6 +210,8 @@ def test_restore_upgrades_old_results_csv(tmp_path, data, niqe_model):
     rows = _rows(outdir / 'results.csv')
     assert tuple(rows[0].keys()) == restore.FIELDS and [r['image'] for r in rows] == ['img0', 'img1']
     assert rows[0]['niqe'] == 'nan' and rows[0]['psnr'] == '20.0' and _finite(rows[1], restore.CASE_METRICS)
+    assert all(rows[0][k] == '' for k in restore.PROVENANCE_FIELDS)  # unknown for the old row, not made up
+    assert (rows[1]['network'], rows[1]['lpips_backbone'], rows[1]['seed']) == ('init:tiny32', 'random', '0')
     summary = _rows(outdir / 'summary.csv')
     assert len(summary) == 1 and float(summary[0]['niqe']) == float(rows[1]['niqe'])  # the mean of the finite values
     assert math.isnan(float(summary[0]['pfid'])) and summary[0]['pfid_images'] == '1'  # the old row has no PNG
@@ -226,3 +241,24 @@ def test_restore_bad_input_is_one_line(tmp_path, data, niqe_model, detector, ext
     errors = [line for line in result.output.splitlines() if line.startswith('Error')]
     assert len(errors) == 1 and message in errors[0], result.output
     assert 'Traceback' not in result.output and not (tmp_path / 'out' / 'results.csv').exists()
+
+
+def test_restore_row_provenance_pretrained_and_file_backbones(tmp_path, monkeypatch):
+    """The LPIPS backbone column: 'pretrained' (with the cached weights' hash when present) or the weights file's path."""
+    network = tmp_path / 'net.pkl'
+    network.write_bytes(b'network bytes')
+    weights = tmp_path / 'vgg16-custom.pth'
+    weights.write_bytes(b'weights bytes')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty-hub'))  # no cached pretrained weights
+    row = restore.row_provenance(str(network), 'pretrained', 7)
+    assert row == dict(network=str(network), network_path=str(network), network_sha256=hashlib.sha256(b'network bytes').hexdigest()[:16],
+                       lpips_net='alex', lpips_backbone='pretrained', lpips_sha256='', seed='7', caveats='')
+    cached = restoration.lpips_backbone_path('alex')
+    os.makedirs(os.path.dirname(cached))
+    with open(cached, 'wb') as f:
+        f.write(b'hub bytes')
+    row = restore.row_provenance(str(network), 'pretrained', 7)
+    assert (row['lpips_backbone'], row['lpips_sha256']) == ('pretrained', hashlib.sha256(b'hub bytes').hexdigest()[:16])
+    row = restore.row_provenance(str(network), str(weights), 7)
+    assert (row['lpips_backbone'], row['lpips_sha256']) == (str(weights), hashlib.sha256(b'weights bytes').hexdigest()[:16])
+    assert row['caveats'] == ''

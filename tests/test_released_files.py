@@ -246,6 +246,65 @@ def test_psp_gradual_style_encoder_released_checkpoint(tmp_path):
         encoders.load_encoder(str(tmp_path / 'wp.pt'))
     assert '\n' not in str(err.value)
 
+def _invert_cli(args):
+    import invert  # pylint: disable=import-outside-toplevel
+    r = CliRunner().invoke(invert.main, args + ['--device', 'cpu', '--lpips-backbone', 'random'])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return r.output
+
+def _target(path, size):
+    from inversion import common  # pylint: disable=import-outside-toplevel
+    return common.load_target(path, size=size)[0]
+
+def _latents(outdir, stem='t'):
+    ws = np.load(os.path.join(outdir, f'{stem}_latents.npz'))['ws']
+    if ws.ndim == 4:  # NGD's W++: every filter's code is its row's after 0 steps
+        assert (ws == ws[:, :, :1]).all()
+        ws = ws[:, :, 0]
+    return torch.from_numpy(ws)
+
+def test_psp_gradual_style_encoder_initialises_pti_and_ngd(tmp_path):
+    """A released-format pSp GradualStyleEncoder (IR-SE50, W+) for a 64 px, w_dim 512 generator (10 styles) starts
+    invert.py --method pti (the pivot) and --method ngd (phase W from the mean of its rows, W+ from the code)."""
+    fixture = _fixture('psp_gradual_style_encoder_ffhq.json')
+    torch.manual_seed(0)
+    G = networks.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=64, img_channels=3,
+                           mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=256, channel_max=8)).eval()
+    net = str(tmp_path / 'G.pkl')
+    legacy.save_network_pkl(dict(G_ema=G), net)
+    num_ws = G.num_ws
+    shapes = {k: v for k, v in fixture['state_dict'].items() if k.startswith('encoder.') and
+              not (k.startswith('encoder.styles.') and int(k.split('.')[2]) >= num_ws)}
+    opts = dict(fixture['checkpoint']['opts']['all_fields'], output_size=64, n_styles=num_ws)
+    enc_path = str(tmp_path / 'psp_encode.pt')
+    torch.save(dict(state_dict=_state_dict(shapes, fixture['dtypes_not_float32'], seed=4), opts=opts,
+                    latent_avg=torch.randn([num_ws, 512], generator=torch.Generator().manual_seed(5))), enc_path)
+    PIL.Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    wrapper = encoders.load_encoder(enc_path, G=G)
+    assert wrapper.released['kind'] == 'GradualStyleEncoder' and (wrapper.w_space, wrapper.num_ws) == ('w+', num_ws)
+    code, _ = wrapper.encode(_target(str(tmp_path / 't.png'), 64))
+    assert code.shape == (1, num_ws, 512) and float(code.std(dim=1).mean()) > 0.1  # rows differ
+    base = ['--network', net, '--target', str(tmp_path / 't.png'), '--encoder', enc_path]
+    _invert_cli(base + ['--method', 'pti', '--w-space', 'w+', '--steps', '0,0', '--outdir', str(tmp_path / 'pti')])
+    _close(_latents(tmp_path / 'pti'), code, tol=1e-5)
+    _invert_cli(base + ['--method', 'ngd', '--steps', '0', '--outdir', str(tmp_path / 'ngd')])
+    _close(_latents(tmp_path / 'ngd'), code, tol=1e-5)
+
+def test_qc_psp_checkpoint_initialises_pti_and_ngd(tmp_path):
+    """The QC DoubleEncoder's w (not q) starts pti/ngd on its QC network (the sharp branch)."""
+    fixture = _fixture('qc_psp_double_encoder.json')
+    net = _tiny_qc_net()
+    G = net['G_ema']
+    legacy.save_network_pkl(net, str(tmp_path / 'qc.pkl'))
+    enc_path = str(tmp_path / 'small_psp.pt')
+    _qc_psp_checkpoint(enc_path, fixture, w_dim=16, q_dim=4, output_size=16, w_avg=G.mapping.w_avg.clone())
+    PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    w, _ = encoders.load_encoder(enc_path, G=G).encode(_target(str(tmp_path / 't.png'), 16))
+    base = ['--network', str(tmp_path / 'qc.pkl'), '--target', str(tmp_path / 't.png'), '--encoder', enc_path]
+    for method, steps in (('pti', '0,0'), ('ngd', '0')):
+        _invert_cli(base + ['--method', method, '--steps', steps, '--outdir', str(tmp_path / method)])
+        _close(_latents(tmp_path / method), w.unsqueeze(1).expand(-1, G.num_ws, -1), tol=1e-5)
+
 #----------------------------------------------------------------------------
 # Released teachers (plain generator state dicts).
 

@@ -396,7 +396,7 @@ def test_invert_cli_sphinx_bad_input(cli_files, tmp_path):
         (target + ['--method', 'sphinx', '--attribute', 'rotate', '--attribute-fac', '0'], 'at least two'),
         (target + ['--method', 'sphinx', '--attribute', 'rotate', '--degradation', 'cs:0.1', '--synthesize-degradation'],
          'image observations'),
-        (target + ['--method', 'sphinx', '--encoder', tmp_path / 'enc.pt'], 'not for --method sphinx'),
+        (target + ['--method', 'sphinx', '--encoder', tmp_path / 'enc.pt'], '--method sphinx cannot start from an encoder'),
         (target + ['--method', 'sphinx', '--sefa', '2'], 'not for --method sphinx'),
         (target + ['--method', 'sphinx', '--q-from', cli_files / 'other.png'], 'only for QC-StyleGAN'),
     ]
