@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
 
-.PHONY: venv demo test test-cuda bench clean
+.PHONY: venv demo test test-cuda bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ test-cuda: venv
 
 bench: venv
 	$(PY) bench/speed.py --device auto --json out/speed.json
+
+# GPU readiness on a machine with one NVIDIA GPU and a preinstalled PyTorch >= 2.4 (no internet):
+# kernels, cuda tests, a short training run and inversion, the GPU speed table -> out/gpu-check/.
+gpu-check:
+	PYTHON=$$(test -x $(PY) && echo $(PY) || echo python3) bash bench/gpu_check.sh out/gpu-check
 
 clean:
 	rm -rf out .pytest_cache

@@ -21,7 +21,8 @@ Variants (--variants, comma list; each is dash-joined tokens):
   compile    compile = torch.compile of the synthesis network (G, inversion) or of the
              encoder; the compile time is excluded (warm-up) and reported separately
 e.g. `ref-fp32`, `cuda-fp16`, `cuda-fp16-cl`, `cuda-bf16-compile`. Variants a device cannot run
-are skipped with a note.
+are skipped with a note, and so is bf16 on a CPU without native bfloat16 (no avx512_bf16/amx_bf16),
+where autocast emulates it and one step takes minutes instead of a fraction of a second.
 
 Per row: images/s, ms per call, seconds per kimg (training workloads: 1000 images; inference:
 1000 generated images; inversion: 1000 images x one step), peak memory (CUDA: max allocated;
@@ -39,6 +40,8 @@ Examples:
   python bench/speed.py --device cpu --resolutions 32 --batches 1 --workloads G,GD --json out/speed.json
   python bench/speed.py --device cuda --resolutions 256,1024 --batches 4,16 --json out/speed-gpu.json
   python bench/speed.py --device cuda --workloads G --variants ref-fp32,cuda-fp32,cuda-fp16,cuda-fp16-cl,cuda-fp16-compile
+  python bench/speed.py --compare-nvlabs ../stylegan2-ada-pytorch   (qcgan vs NVLabs, bench/compare_nvlabs.py)
+  python bench/speed.py --compare-nvlabs ../stylegan2-ada-pytorch --workloads G,GD --resolutions 32,256 --batches 4
 """
 
 import contextlib
@@ -100,6 +103,10 @@ def unsupported_reason(variant, device):
         return 'CUDA ops need a CUDA device'
     if device.type != 'cuda' and variant.precision == 'fp16':
         return 'FP16 blocks run in FP32 on CPU'
+    if device.type == 'cpu' and variant.precision == 'bf16':
+        native, why = misc.cpu_bf16_support()
+        if not native:
+            return why  # minutes for a step that takes a fraction of a second in fp32
     return None
 
 @contextlib.contextmanager
@@ -437,8 +444,21 @@ def _int_list(text, name):
               help='paper: the reference widths for the resolution; tiny: 64-channel networks (smoke tests)')
 @click.option('--isolate/--no-isolate', default=True, show_default=True, help='Measure each case in a fresh process')
 @click.option('--json', 'json_path', default=None, help='Also write the rows (and the environment) to this JSON file')
+@click.option('--compare-nvlabs', 'nvlabs_dir', default=None, metavar='DIR',
+              help='Instead: qcgan vs the stylegan2-ada-pytorch checkout DIR side by side (G, GD on CPU; see bench/compare_nvlabs.py)')
+@click.option('--reps', type=click.IntRange(min=1), default=5, show_default=True, help='--compare-nvlabs: timed A/B pairs per case')
 @cli.os_errors_as_one_line
-def main(device, workloads, resolutions, batches, variants, min_seconds, extra_steps, arch, isolate, json_path):
+def main(device, workloads, resolutions, batches, variants, min_seconds, extra_steps, arch, isolate, json_path, nvlabs_dir, reps):
+    if nvlabs_dir is not None:
+        from bench import compare_nvlabs  # pylint: disable=import-outside-toplevel
+        cases = compare_nvlabs.DEFAULT_CASES
+        if resolutions or batches or workloads != ','.join(WORKLOADS):
+            cases = ','.join(f'{w}:{r}:{b}' for w in workloads.split(',') if w in compare_nvlabs.WORKLOADS
+                             for r in _int_list(resolutions or '32,256', '--resolutions') for b in _int_list(batches or '4', '--batches'))
+            if not cases:
+                raise click.BadParameter(f'--compare-nvlabs runs the workloads {", ".join(compare_nvlabs.WORKLOADS)}', param_hint='--workloads')
+        compare_nvlabs.run_cli(None if nvlabs_dir == 'self' else nvlabs_dir, cases=cases, reps=reps, arch=arch, json_path=json_path)
+        return
     try:
         device = devices.parse_device(device)
     except ValueError as err:

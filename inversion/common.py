@@ -336,6 +336,31 @@ def mse_lpips(lpips_module, x, y, mse_weight=1.0, lpips_weight=1.0):
     return mse_weight * mse + lpips_weight * lp, lp
 
 
+def record(history, **values):
+    """Append detached scalar tensors to the per-step lists of `history` without reading them:
+    reading a value on every step waits for the device (a host synchronisation per step).
+    `read_history` turns the lists into floats once, at the end."""
+    for key, value in values.items():
+        history[key].append(value.detach() if torch.is_tensor(value) else torch.as_tensor(float(value)))
+
+
+def read_history(history):
+    """In place: every list of scalar tensors in `history` (nested dicts too) -> a list of floats,
+    one device-to-host transfer per list. Returns `history`."""
+    for key, values in history.items():
+        if isinstance(values, dict):
+            read_history(values)
+        elif isinstance(values, list) and values and torch.is_tensor(values[0]):
+            history[key] = torch.stack([v.reshape([]).to(values[0].device) for v in values]).tolist()
+    return history
+
+
+def to_device(t, device):
+    """A tensor drawn on the CPU (seeded generators) moved to `device` without waiting for the
+    device's queue: a blocking host-to-device copy synchronises the stream on CUDA."""
+    return t.to(device, non_blocking=True)
+
+
 def requires_grad(module, flag):
     for p in module.parameters():
         p.requires_grad_(flag)
@@ -346,7 +371,8 @@ def requires_grad(module, flag):
 
 def tune_generator(G, ws, target, degradation, lpips_module, q=None, steps=350, lr=3e-4,
                    lpips_stop=0.06, mse_weight=1.0, lpips_weight=1.0, locality=False, locality_alpha=30.0,
-                   locality_weight=0.1, locality_psi=0.5, stats_weight=0.0, seed=0, progress=False, desc='tune'):
+                   locality_weight=0.1, locality_psi=0.5, stats_weight=0.0, seed=0, progress=False, desc='tune',
+                   stop_every=1):
     """Fine-tune a copy of `G` so that f^(G(ws, q)) matches `target` (PTI stage B).
 
     ws `[N, num_ws, w_dim]` (frozen pivots), q `[N, q_dim]` or None, target the observations.
@@ -355,7 +381,10 @@ def tune_generator(G, ws, target, degradation, lpips_module, q=None, steps=350, 
     w_z from the original mapping at truncation psi; locality_weight * (MSE + LPIPS) vs the
     original G), plus `stats_weight` * residual-statistics loss (QC: G(w,q) - G(w,0) vs the
     original generator's). Stops early when the batch-mean LPIPS <= lpips_stop (checked before
-    the backward pass of the step). Returns (tuned G, history dict of per-step lists).
+    the backward pass of the step). The early stop is the loop's only host synchronisation: it reads
+    the LPIPS of every `stop_every`-th step (1, the reference: every step; k > 1 may run up to k - 1
+    steps past the threshold; no reads at all with lpips_stop=None). Returns (tuned G, history
+    dict of per-step lists of floats).
     """
     from tqdm import tqdm
     device = ws.device
@@ -374,23 +403,23 @@ def tune_generator(G, ws, target, degradation, lpips_module, q=None, steps=350, 
             delta0 = LatentGenerator(G0)(ws, q=q) - LatentGenerator(G0)(ws)
         history['stats'] = []
     rng = torch.Generator().manual_seed(int(seed))
-    for _step in tqdm(range(int(steps)), desc=desc, disable=not progress, leave=False):
+    stop_every = max(int(stop_every), 1)
+    for step in tqdm(range(int(steps)), desc=desc, disable=not progress, leave=False):
         img = gen(ws, q=q)
         pred = degrade(degradation, img)
         total, lp = mse_lpips(lpips_module, pred, target, mse_weight, lpips_weight)
         loss = total.mean()
-        history['lpips'].append(float(lp.detach().mean()))
-        history['mse'].append(float((pred.detach() - target).square().mean()))
-        if lpips_stop is not None and history['lpips'][-1] <= lpips_stop:
-            history['loss'].append(float(loss.detach()))
+        record(history, lpips=lp.mean(), mse=(pred.detach() - target).square().mean())
+        if lpips_stop is not None and (step + 1) % stop_every == 0 and float(history['lpips'][-1]) <= lpips_stop:
+            record(history, loss=loss)
             break
         if stats_weight and q is not None:
             sharp = gen(ws) if q is not None else img
             st = residual_stats_loss(img - sharp, delta0)
-            history['stats'].append(float(st.detach()))
+            record(history, stats=st)
             loss = loss + stats_weight * st
         if locality:
-            z = torch.randn([ws.shape[0], G0.z_dim], generator=rng).to(device)
+            z = to_device(torch.randn([ws.shape[0], G0.z_dim], generator=rng), device)
             c = torch.zeros([ws.shape[0], G0.c_dim], device=device)
             with torch.no_grad():
                 w_z = G0.mapping(z, c, truncation_psi=locality_psi, skip_w_avg_update=True)
@@ -401,12 +430,12 @@ def tune_generator(G, ws, target, degradation, lpips_module, q=None, steps=350, 
             x_rt = G_t.synthesis(w_r, noise_mode='none', force_fp32=True)
             reg, _ = mse_lpips(lpips_module, x_rt, x_r)
             loss = loss + locality_weight * reg.mean()
-        history['loss'].append(float(loss.detach()))
+        record(history, loss=loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     requires_grad(G_t, False)
-    return G_t, history
+    return G_t, read_history(history)
 
 #----------------------------------------------------------------------------
 # Results.

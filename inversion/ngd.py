@@ -94,10 +94,11 @@ def invert(G, target, degradation=None, lpips_module=None, steps=(150, 150, 150)
         for _ in tqdm(range(int(n_steps)), desc=f'NGD {phase}', disable=not progress, leave=False):
             pred = common.degrade(degradation, gen(w, q=q))
             loss = loss_fn(pred, target, mask=mask) if mask is not None else loss_fn(pred, target)
-            h['loss'].append(float(loss.detach().mean()))
+            common.record(h, loss=loss.mean())  # read once at the end: no per-step host sync
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
+    common.read_history(history)
     w = w.detach()
     with torch.no_grad():
         pred = common.degrade(degradation, gen(w, q=q))

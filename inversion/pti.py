@@ -90,14 +90,13 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
         ramp = ramp * min(1.0, t / lr_rampup) if lr_rampup > 0 else ramp
         for group in opt.param_groups:
             group['lr'] = lr * ramp
-        w_in = w + torch.randn(w.shape, generator=rng).to(device) * noise_strength
+        w_in = w + common.to_device(torch.randn(w.shape, generator=rng), device) * noise_strength
         pred = common.degrade(degradation, gen(w_in, q=q))
         lp = lpips_module(pivot_size(pred, lpips_size), target_small).reshape(-1)
         loss = lp.sum()
         if optimize_noise and noise_reg_weight:
             loss = loss + noise_reg_weight * _noise_reg(buffers)
-        history['loss'].append(float(loss.detach()))
-        history['lpips'].append(float(lp.detach().mean()))
+        common.record(history, loss=loss, lpips=lp.mean())  # read once at the end: no per-step host sync
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,7 +104,7 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
             _normalize_noise(buffers)
     for b in buffers:
         b.requires_grad_(False)
-    return gen.to_ws(w.detach()), history
+    return gen.to_ws(w.detach()), common.read_history(history)
 
 
 def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_steps=450, tune_steps=350,

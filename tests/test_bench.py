@@ -46,7 +46,8 @@ def test_speed_every_workload_cpu(tmp_path):
     assert 'GD-qc' in output and 'failed' not in output
 
 
-def test_speed_variants_side_by_side_isolated(tmp_path):
+def test_speed_variants_side_by_side_isolated(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed.misc, 'cpu_bf16_support', lambda: (True, 'pretend native'))  # bf16 is refused without it
     path = str(tmp_path / 'speed.json')
     output = _run(['--device', 'cpu', '--arch', 'tiny', '--resolutions', '16', '--batches', '1', '--workloads', 'G,GD',
                    '--variants', 'ref-fp32,ref-bf16,ref-fp32-cl,cuda-fp16', '--min-seconds', '0.05', '--json', path])

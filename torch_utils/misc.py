@@ -377,3 +377,21 @@ def load_weights_only(f):
             raise ValueError(torch_load_error_summary(err)) from None
 
 #----------------------------------------------------------------------------
+def cpu_bf16_support():
+    """(native, reason): whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX-BF16,
+    ARM BF16), from /proc/cpuinfo. Without it, bf16 autocast on the CPU emulates every op and runs
+    many times slower than fp32."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = set()
+            for line in f:
+                if line.lower().startswith(('flags', 'features')):
+                    flags.update(line.split(':', 1)[1].split())
+    except OSError:
+        return False, 'cannot read /proc/cpuinfo to check for native bfloat16 support'
+    found = sorted(flags & {'avx512_bf16', 'amx_bf16', 'bf16'})
+    if found:
+        return True, f'CPU flags {", ".join(found)}'
+    import torch.backends.cpu  # pylint: disable=import-outside-toplevel
+    return False, (f'this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 flag; torch CPU capability '
+                   f'{torch.backends.cpu.get_cpu_capability()}): bf16 autocast is emulated and many times slower than fp32')

@@ -212,7 +212,10 @@ def training_loop(
         torch.backends.cudnn.benchmark = cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
         torch.backends.cudnn.allow_tf32 = allow_tf32
-    conv2d_gradfix.enabled = True       # Skips weight gradients inside R1/PL gradient computations.
+    # Skips weight gradients inside R1/PL gradient computations on CUDA (as the reference). On CPU
+    # the custom op only adds a Python autograd node per convolution: autograd.grad(inputs=[x])
+    # already prunes the weight gradients there (bench/compare_nvlabs.py).
+    conv2d_gradfix.enabled = (device.type == 'cuda')
     grid_sample_gradfix.enabled = True  # Double backward through ADA's geometric augmentations.
     log = log_fn if rank == 0 else (lambda *args, **kwargs: None)
 

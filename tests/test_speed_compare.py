@@ -1,0 +1,88 @@
+"""bench/compare_nvlabs.py (qcgan vs NVLabs side by side) and the bf16 refusal of bench/speed.py:
+CPU dry runs at the tiniest size. Speed itself is measured by the benchmarks, never here."""
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench import compare_nvlabs, speed
+
+NVLABS_DIR = os.environ.get('QCGAN_NVLABS_DIR', '/work/ext/nvlabs-sg2ada')
+
+
+def _check_rows(rows, cases):
+    assert [(r['workload'], r['resolution'], r['batch']) for r in rows] == compare_nvlabs.parse_cases(cases)
+    for r in rows:
+        assert r['reps'] == 2
+        for key in ('a_median_ms', 'a_min_ms', 'b_median_ms', 'b_min_ms'):
+            assert 0 < r[key] < 1e6, (key, r)
+        assert r['a_min_ms'] <= r['a_median_ms'] and r['b_min_ms'] <= r['b_median_ms']
+        assert abs(r['ratio_of_medians'] - r['b_median_ms'] / r['a_median_ms']) < 1e-9
+        assert r['max_abs_output_diff'] == 0  # same weights, same computation, bit-identical outputs
+
+
+def test_compare_dry_run_against_our_own_code(tmp_path):
+    """The machinery (our half, the interleaving, the table and JSON) without a checkout."""
+    path = tmp_path / 'cmp.json'
+    cases = 'G:16:2,GD:16:2'
+    result = CliRunner().invoke(speed.main, ['--compare-nvlabs', 'self', '--arch', 'tiny', '--workloads', 'G,GD',
+                                             '--resolutions', '16', '--batches', '2', '--reps', '2', '--json', str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert 'B = qcgan-copy' in result.output and 'B/A' in result.output and 'load average' in result.output
+    _check_rows(json.loads(path.read_text())['rows'], cases)
+
+
+def test_compare_interleaves_and_alternates():
+    calls = []
+    ta, tb = compare_nvlabs.interleaved(lambda: calls.append('a'), lambda: calls.append('b'), reps=3, warmup=1)
+    assert len(ta) == len(tb) == 3
+    assert calls == ['a', 'b', 'a', 'b', 'b', 'a', 'a', 'b']  # warm-up, then AB, BA, AB
+
+
+def test_compare_rejects_bad_input(tmp_path):
+    result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'X:16:2'])
+    assert result.exit_code == 2 and 'WORKLOAD:RES:BATCH' in result.output
+    result = CliRunner().invoke(compare_nvlabs.main, ['--nvlabs', str(tmp_path), '--cases', 'G:16:1'])
+    assert result.exit_code == 2 and 'not a stylegan2-ada-pytorch checkout' in result.output
+    result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'GD:16:1', '--variant', 'compile'])
+    assert result.exit_code == 2 and 'only the G workload' in result.output
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(NVLABS_DIR, 'training', 'networks.py')),
+                    reason=f'no NVLabs stylegan2-ada-pytorch checkout at {NVLABS_DIR} (set QCGAN_NVLABS_DIR)')
+def test_compare_against_nvlabs_checkout(tmp_path):
+    """Both codebases side by side: their modules load beside ours and compute the same images."""
+    path = tmp_path / 'cmp.json'
+    cases = 'G:16:2,GD:16:2'
+    result = CliRunner().invoke(compare_nvlabs.main, ['--nvlabs', NVLABS_DIR, '--arch', 'tiny', '--cases', cases,
+                                                      '--reps', '2', '--json', str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert 'B = NVLabs' in result.output
+    _check_rows(json.loads(path.read_text())['rows'], cases)
+    from training import networks  # our modules are back in place afterwards
+    assert networks.__file__.startswith(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_speed_refuses_bf16_without_native_support(monkeypatch, tmp_path):
+    monkeypatch.setattr(speed.misc, 'cpu_bf16_support', lambda: (False, 'this CPU has no native bfloat16 (test)'))
+    v = speed.parse_variant('ref-bf16')
+    assert 'no native bfloat16' in speed.unsupported_reason(v, torch.device('cpu'))
+    assert speed.unsupported_reason(speed.parse_variant('ref-fp32'), torch.device('cpu')) is None
+    path = tmp_path / 's.json'
+    result = CliRunner().invoke(speed.main, ['--device', 'cpu', '--arch', 'tiny', '--resolutions', '16', '--batches', '1',
+                                             '--workloads', 'G', '--variants', 'ref-fp32,ref-bf16', '--min-seconds', '0.01',
+                                             '--no-isolate', '--json', str(path)])
+    assert result.exit_code == 0, result.output
+    assert 'skipping variant ref-bf16 on cpu: this CPU has no native bfloat16' in result.output
+    assert [r['variant'] for r in json.loads(path.read_text())['rows']] == ['ref-fp32']
+
+
+def test_cpu_bf16_support_reads_flags():
+    native, why = speed.misc.cpu_bf16_support()
+    assert isinstance(native, bool) and why
+    if os.path.isfile('/proc/cpuinfo'):
+        flags = open('/proc/cpuinfo').read()
+        assert native == any(f in flags.split() for f in ('avx512_bf16', 'amx_bf16', 'bf16'))
