@@ -34,8 +34,6 @@ from training import tf_convert
 # `../shared/fixtures/psp` beside the checkout, or $QCGAN_FIXTURES/psp (as tests/test_augment_official.py).
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(os.environ.get('QCGAN_FIXTURES', os.path.join(os.path.dirname(_REPO), 'shared', 'fixtures')), 'psp')
-if not os.path.isdir(FIXTURES):
-    FIXTURES = '/work/shared/fixtures/psp'
 
 def _fixture(name):
     path = os.path.join(FIXTURES, name)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from bench import compare_nvlabs, speed
 
-NVLABS_DIR = os.environ.get('QCGAN_NVLABS_DIR', '/work/ext/nvlabs-sg2ada')
+NVLABS_DIR = os.environ.get('QCGAN_NVLABS_DIR', '')  # a checkout of NVlabs/stylegan2-ada-pytorch, if you have one
 
 
 def _check_rows(rows, cases):
