@@ -399,25 +399,33 @@ class Denoise(Degradation):
 class GaussianNoise(Degradation):
     """Additive Gaussian noise of std `sigma` in [0, 1] units (robust paper section 7, the DDRM
     comparison). true: seeded N(0, sigma^2) added, clamped to [0, 1] when `clamp` (the non-linear
-    variant), 8-bit round trip. f-hat: x + fresh noise, then clamp_s when `clamp`."""
+    variant), 8-bit round trip. f-hat: x + fresh noise, then clamp_s when `clamp`.
+
+    `grey=True` (`denoise:gauss:SIGMA:grey`): one noise value per pixel, shared by all channels
+    (luminance noise), so a grey image stays grey; the default draws every channel independently
+    (colour noise)."""
 
     kind = 'denoise'
 
-    def __init__(self, sigma, clamp=True, seed=0):
+    def __init__(self, sigma, clamp=True, seed=0, grey=False):
         super().__init__()
         self.sigma = float(sigma)
         self.clamp = bool(clamp)
         self.seed = int(seed)
-        self.name = f'denoise:gauss:{self.sigma:g}'
+        self.grey = bool(grey)
+        self.name = f'denoise:gauss:{self.sigma:g}' + (':grey' if self.grey else '')
+
+    def _shape(self, x):
+        return (x.shape[0], 1) + tuple(x.shape[2:]) if self.grey else tuple(x.shape)
 
     def true(self, x):
         g = torch.Generator(device='cpu').manual_seed(self.seed)
-        n = torch.randn(x.shape, generator=g).to(device=x.device, dtype=x.dtype)
+        n = torch.randn(self._shape(x), generator=g).to(device=x.device, dtype=x.dtype)
         y = _to01(x.detach()) + self.sigma * n
         return quantize8(_from01(y.clamp(0, 1) if self.clamp else y))
 
     def forward(self, x):
-        y = _to01(x) + self.sigma * torch.randn_like(x)
+        y = _to01(x) + self.sigma * torch.randn(self._shape(x), device=x.device, dtype=x.dtype)
         return _from01(surrogate_clamp01(y) if self.clamp else y)
 
 class AdditiveGaussian(GaussianNoise):
@@ -725,7 +733,7 @@ class Compose(Degradation):
 # Spec parsing.
 
 SPEC_FORMS = ('none', 'sr:K', 'sr:K:bicubic|bilinear|lanczos|random', 'sr:LEVEL', 'inpaint:MASK.png', 'inpaint:LEVEL',
-              'colorize', 'denoise:LEVEL', 'denoise:PHOTONS,P', 'denoise:gauss:SIGMA', 'jpeg:Q', 'jpeg:LEVEL', 'blur:gauss:SIGMA',
+              'colorize', 'denoise:LEVEL', 'denoise:PHOTONS,P', 'denoise:gauss:SIGMA[:grey]', 'jpeg:Q', 'jpeg:LEVEL', 'blur:gauss:SIGMA',
               'blur:motion:LENGTH[:ANGLE]', 'blur:box:SIZE', 'gauss:STD', 'cs:FACTOR[:circulant|gaussian]',
               'A+B (composition; cs last)')
 
@@ -781,11 +789,13 @@ def _parse_one(part, size, resolution, seed, channels=3):
                 m = F.interpolate(m, size=(size, size), mode='area')
             return Inpaint(m, name=f'inpaint:{os.path.basename(arg)}')
         raise _spec_error(part)
-    if head == 'denoise' and len(args) == 2 and args[0].lower() in ('gauss', 'gaussian'):
+    if head == 'denoise' and len(args) in (2, 3) and args[0].lower() in ('gauss', 'gaussian'):
         sigma = _number(args[1], part)
         if sigma < 0:
             raise _spec_error(part, 'sigma must be >= 0')
-        return GaussianNoise(sigma, seed=seed)
+        if len(args) == 3 and args[2].lower() not in ('grey', 'gray'):
+            raise _spec_error(part, f'unknown noise option {args[2]!r}; use grey (one value per pixel for all channels)')
+        return GaussianNoise(sigma, seed=seed, grey=len(args) == 3)
     if head == 'denoise' and len(args) == 1:
         if _is_level(args[0]):
             return Denoise(args[0], seed=seed)

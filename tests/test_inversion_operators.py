@@ -176,6 +176,26 @@ def test_gaussian_noise():
     assert grad_ok(g, smooth_images())
 
 
+
+def test_gaussian_noise_grey():
+    """denoise:gauss:SIGMA:grey draws one value per pixel for all channels: a grey image stays grey."""
+    x = torch.zeros(2, 3, 64, 64)
+    g = D.parse_degradation('denoise:gauss:0.1:grey', 64, seed=3)
+    assert isinstance(g, D.GaussianNoise) and g.grey and g.name == 'denoise:gauss:0.1:grey'
+    y = g.true(x)
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 0], y[:, 2])  # the same noise in every channel
+    assert not torch.equal(y[0], y[1])                                       # but not in every image
+    assert abs(float(((y + 1) / 2).std()) - 0.1) < 0.01
+    assert torch.equal(g.true(x), y)
+    f = g(x)
+    assert torch.equal(f[:, 0], f[:, 2]) and not torch.equal(f, g(x))        # f-hat: fresh grey noise per call
+    assert grad_ok(g, smooth_images())
+    colour = D.parse_degradation('denoise:gauss:0.1', 64).true(x)
+    assert not torch.equal(colour[:, 0], colour[:, 1])                       # the default stays colour noise
+    assert torch.equal(colour, D.GaussianNoise(0.1, seed=0).true(x))
+    with pytest.raises(ValueError, match='grey'):
+        D.parse_degradation('denoise:gauss:0.1:blue', 64)
+
 def test_surrogate_clamp():
     x = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
     y = D.surrogate_clamp01(x)
@@ -210,7 +230,7 @@ def test_parse_every_form(tmp_path):
         'none': (D.Identity, 64), 'sr:4': (D.Downsample, 16), 'sr:4:bicubic': (D.Downsample, 16),
         'sr:2:lanczos': (D.Downsample, 32), 'sr:XS': (D.Downsample, 32), f'inpaint:{mask_path}': (D.Inpaint, 64),
         'inpaint:M': (D.Inpaint, 64), 'colorize': (D.Colorize, 64), 'denoise:M': (D.Denoise, 64),
-        'denoise:24,0.16': (D.Denoise, 64), 'denoise:gauss:0.1': (D.GaussianNoise, 64), 'jpeg:15': (D.JPEG, 64), 'jpeg:XL': (D.JPEG, 64),
+        'denoise:24,0.16': (D.Denoise, 64), 'denoise:gauss:0.1': (D.GaussianNoise, 64), 'denoise:gauss:0.05:grey': (D.GaussianNoise, 64), 'jpeg:15': (D.JPEG, 64), 'jpeg:XL': (D.JPEG, 64),
         'blur:gauss:3': (D.Blur, 64), 'blur:motion:9': (D.Blur, 64), 'blur:motion:9:45': (D.Blur, 64),
         'blur:box:5': (D.Blur, 64),
     }
