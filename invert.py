@@ -58,8 +58,10 @@ def parse_steps(method, text):
 
 # invert.py options that go to one method's invert() (by method: invert() keyword -> option); an
 # option left at None keeps the method's default.
-METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality'), cri=dict(num_samples='cri_samples', locality='locality'),
-                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(locality='locality'), sphinx=dict(num_draws='draws'))
+_TUNING = dict(locality='locality', tune_lr='tune_lr', lpips_stop='lpips_stop')
+METHOD_OPTIONS = dict(pti=dict(space='w_space', **_TUNING), cri=dict(num_samples='cri_samples', **_TUNING),
+                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(_TUNING), ngd=dict(lr_scale='lr_scale'),
+                      sphinx=dict(num_draws='draws'))
 
 def find_ground_truth(spec, stem):
     if spec is None:
@@ -89,6 +91,14 @@ def image_scores(img, clean, lpips_module):
     return dict(psnr=float(restoration.psnr(img, clean, data_range=2)[0]),
                 ssim=float(restoration.ssim(img, clean, data_range=2)[0]),
                 lpips=float(common.safe_lpips(lpips_module)(img, clean).reshape(-1)[0]))
+
+
+def upsampled_observation(degradation, y, size):
+    """The observation as the baseline a restoration has to beat, at `size` x `size`: an image observation smaller
+    than that is upsampled bilinearly (the panels show its pixels, nearest); others as `common.to_image_size` shows them."""
+    if y.ndim == 4 and y.shape[-1] < size:
+        return torch.nn.functional.interpolate(y, size=(size, size), mode='bilinear', align_corners=False)
+    return common.to_image_size(degradation, y, size)
 
 
 def list_targets(target, degradation, synthesize):
@@ -196,6 +206,13 @@ def save_png(img, path):
 @click.option('--w-space', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='PTI pivot space')
 @click.option('--locality/--no-locality', default=None,
               help='PTI locality regulariser on/off  [default: off for pti (released PTI), on for cri and qc]')
+@click.option('--tune-lr', type=click.FloatRange(min=0, min_open=True), default=None,
+              help='pti, cri, qc: learning rate of the generator tuning  [default: 3e-4, as the references]')
+@click.option('--lpips-stop', type=click.FloatRange(min=0), default=None,
+              help='pti, cri, qc: stop the tuning once LPIPS <= this; 0 = never (run every step)  [default: 0.06 for pti and '
+                   'cri, 0.002 for qc, as the references; they are calibrated for the pretrained LPIPS]')
+@click.option('--lr-scale', type=click.FloatRange(min=0, min_open=True), default=None,
+              help='ngd: multiply its three learning rates (0.08, 0.02, 0.005 for 512-d W codes)  [default: 1]')
 @click.option('--no-encoder-ok', is_flag=True,
               help='QC: run without --encoder, optimising (w, q) from w_avg (the paper found this fails)')
 @click.option('--dgp-candidates', type=click.IntRange(min=1), default=500, show_default=True,
@@ -222,7 +239,7 @@ def save_png(img, path):
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
-         attribute_fac='0,22.5,45'):
+         attribute_fac='0,22.5,45', tune_lr=None, lpips_stop=None, lr_scale=None):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
@@ -317,8 +334,14 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
     cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
-                       draws=draws)
+                       draws=draws, tune_lr=tune_lr, lpips_stop=lpips_stop, lr_scale=lr_scale)
+    for name in ('tune_lr', 'lpips_stop', 'lr_scale'):
+        if cli_options[name] is not None and name not in METHOD_OPTIONS.get(method, {}).values():
+            users = ', '.join(m for m, opts in METHOD_OPTIONS.items() if name in opts.values())
+            raise click.UsageError(f'--{name.replace("_", "-")} applies to --method {users}, not {method}')
     options = {key: cli_options[name] for key, name in METHOD_OPTIONS.get(method, {}).items() if cli_options[name] is not None}
+    if options.get('lpips_stop') == 0:
+        options['lpips_stop'] = None  # 0: no early stop
     lpips_vgg = lpips['vgg']  # SPHInX's attribute walk
     os.makedirs(outdir, exist_ok=True)
 
@@ -412,8 +435,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if clean is not None:
             with torch.no_grad():
                 record.update(image_scores(restored, clean, lpips_alex))
-                # The baseline to beat: the observation itself, brought to the image size as in the panel.
-                record['observation'] = image_scores(panel[0], clean, lpips_alex)
+                # The baseline to beat: the observation itself, at the image size (bilinear when smaller).
+                record['observation'] = image_scores(upsampled_observation(degradation, y, res), clean, lpips_alex)
         # Editing.
         with torch.no_grad():
             if direction is not None:

@@ -126,6 +126,65 @@ def test_report_table_and_panel():
     assert grid.dtype == np.uint8 and grid.shape[2] == 3 and grid.shape[0] >= 32 and grid.shape[1] >= 64
 
 #----------------------------------------------------------------------------
+# The invert.py options the demo uses, and the baseline its report compares with.
+
+def _qc_network_and_target(tmp_path):
+    import PIL.Image
+    import legacy
+    from test_inversion_methods import tiny_network  # pylint: disable=import-error
+    from training import qc as qc_surgery
+    data = qc_surgery.convert_to_qc(tiny_network(), q_dim=4)
+    legacy.save_network_pkl({k: v for k, v in data.items() if k != 'G_teacher'}, str(tmp_path / 'qc.pkl'))
+    PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    return ['--network', str(tmp_path / 'qc.pkl'), '--target', str(tmp_path / 't.png'), '--device', 'cpu',
+            '--lpips-backbone', 'random']
+
+
+def test_invert_tuning_options_reach_the_methods(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    import invert
+    seen = []
+    real = invert.methods.run
+
+    def spy(**kwargs):
+        seen.append(kwargs)
+        return real(**kwargs)
+    monkeypatch.setattr(invert.methods, 'run', spy)
+    base = _qc_network_and_target(tmp_path) + ['--no-encoder-ok']
+    r = CliRunner().invoke(invert.main, base + ['--method', 'qc', '--steps', '1,2', '--tune-lr', '2e-3', '--lpips-stop', '0',
+                                                '--outdir', str(tmp_path / 'a')])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert seen[-1]['tune_lr'] == 2e-3 and seen[-1]['lpips_stop'] is None  # 0: every tuning step runs
+    r = CliRunner().invoke(invert.main, base + ['--method', 'qc', '--steps', '1,1', '--outdir', str(tmp_path / 'b')])
+    assert r.exit_code == 0 and 'tune_lr' not in seen[-1] and 'lpips_stop' not in seen[-1]  # the references' defaults
+    r = CliRunner().invoke(invert.main, base + ['--method', 'ngd', '--steps', '1', '--lr-scale', '4', '--outdir', str(tmp_path / 'c')])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert seen[-1]['lr_scale'] == 4
+    n = len(seen)
+    r = CliRunner().invoke(invert.main, base + ['--method', 'qc', '--steps', '1,1', '--lr-scale', '4', '--outdir', str(tmp_path / 'd')])
+    assert r.exit_code == 2 and '--lr-scale applies to --method ngd' in r.output and len(seen) == n
+
+
+def test_observation_baseline_is_bilinear(tmp_path):
+    """results.json scores the observation upsampled bilinearly (the panel shows its pixels, nearest)."""
+    from click.testing import CliRunner
+    import torch.nn.functional as F
+    import invert
+    from inversion import common, operators
+    from metrics import restoration
+    args = _qc_network_and_target(tmp_path) + ['--method', 'ngd', '--steps', '1', '--operator', 'sr:2', '--synthesize-degradation',
+                                               '--ground-truth', str(tmp_path / 't.png'), '--outdir', str(tmp_path / 'o')]
+    r = CliRunner().invoke(invert.main, args)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rec = json.loads((tmp_path / 'o' / 'results.json').read_text())['images']['t']
+    x, _ = common.load_target(str(tmp_path / 't.png'), size=16)
+    y = operators.parse_degradation('sr:2', 16).true(x)
+    up = F.interpolate(y, size=(16, 16), mode='bilinear', align_corners=False)
+    assert rec['observation']['psnr'] == pytest.approx(float(restoration.psnr(up, x, data_range=2)[0]), abs=1e-4)
+    nearest = float(restoration.psnr(F.interpolate(y, size=(16, 16), mode='nearest'), x, data_range=2)[0])
+    assert abs(rec['observation']['psnr'] - nearest) > 0.01
+
+#----------------------------------------------------------------------------
 # The whole demo at a reduced size.
 
 def test_demo_quick(tmp_path):
