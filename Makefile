@@ -19,7 +19,7 @@ $(STAMP): requirements.txt
 # Main job (demo.py): build the embedded grey face dataset (4 faces held out), train the cpu32 config,
 # fine-tune it into a QC-StyleGAN, train its pSp encoder, then restore degraded held-out and
 # generator-made faces with QC (encoder) and NGD and compare them with the observation (about
-# 9 minutes on 2 cores; uses the GPU when there is one). Replaces out/demo. See README.md.
+# 8 minutes on 2 cores; uses the GPU when there is one). Replaces out/demo. See README.md.
 demo: venv
 	$(PY) demo.py --outdir out/demo --device auto
 

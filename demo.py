@@ -24,7 +24,7 @@ Stages:
 
 \b
 Examples:
-  python demo.py                       # the full demo (about 12 minutes on 2 CPU cores)
+  python demo.py                       # the full demo (about 8 minutes on 2 CPU cores)
   python demo.py --size quick          # the same pipeline in about a minute (smoke test)
   python demo.py --device cuda --outdir out/demo-gpu
 """
