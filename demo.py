@@ -46,16 +46,16 @@ import numpy as np
 # The quick size (a smoke test) uses sr:4 because its barely trained generator makes smooth images, which
 # an sr:2 observation already shows almost exactly.
 SIZES = {
-    'full':  dict(kimg=24, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=300, enc_batch=16, qc_steps='0,300', ngd_steps='100,100,800', gen_targets=4, degradation='sr:2'),
-    'quick': dict(kimg=1, snap=1, metric='rfkid100_full', qc_kimg=1, enc_steps=40, enc_batch=8, qc_steps='0,20', ngd_steps='15,15,30', gen_targets=1, degradation='sr:4'),
+    'full':  dict(kimg=24, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=300, enc_batch=16, qc_steps='0,300', ngd_steps='100,100,800', ngd_lr_scale=10, gen_targets=4, degradation='sr:2'),
+    'quick': dict(kimg=1, snap=1, metric='rfkid100_full', qc_kimg=1, enc_steps=40, enc_batch=8, qc_steps='0,20', ngd_steps='20,20,100', ngd_lr_scale=1, gen_targets=1, degradation='sr:4'),
 }
 # Restoration settings for this 32-px, w_dim-64 network (measured on the held-out faces, README "The demo"):
 # QC uses the encoder's (w, q) as they are (refine 0, as upstream) and tunes the generator at 2e-3 for every
 # step (the 0.002 LPIPS early stop is calibrated for the pretrained LPIPS; the demo's random-backbone LPIPS
 # is about ten times smaller and stopped the tuning within a few dozen steps, before the observation was fitted);
-# NGD's step sizes, set for 512-d W codes, are scaled by 10 (and W++ gets 800 steps).
+# NGD's step sizes, set for 512-d W codes, are scaled by 10 for the trained network (ngd_lr_scale; W++ gets
+# 800 steps); the quick size's barely trained network does best at the published rates.
 QC_OPTIONS = ['--tune-lr', '2e-3', '--lpips-stop', '0']
-NGD_OPTIONS = ['--lr-scale', '10']
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #----------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
     # Restoration: QC with the encoder, and NGD, on the same degraded targets.
     common = ['--target', targets, '--ground-truth', targets, '--synthesize-degradation', '--operator', degradation,
               '--lpips-backbone', 'random'] + dev
-    methods = dict(qc=['--encoder', encoder, '--steps', cfg['qc_steps']] + QC_OPTIONS, ngd=['--steps', cfg['ngd_steps']] + NGD_OPTIONS)
+    methods = dict(qc=['--encoder', encoder, '--steps', cfg['qc_steps']] + QC_OPTIONS, ngd=['--steps', cfg['ngd_steps'], '--lr-scale', str(cfg['ngd_lr_scale'])])
     for method, extra in methods.items():
         stages.run(f'restore with {method}', ['invert.py', '--network', restore_net, '--method', method,
                                               '--outdir', os.path.join(outdir, f'restore-{method}')] + common + extra)
