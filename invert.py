@@ -352,8 +352,9 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                       synthesize_degradation=bool(synthesize_degradation)))
     start = time.time()
     show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
-    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):
+    for index, path in enumerate(tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True)):
         stem = os.path.splitext(os.path.basename(path))[0]
+        image_start = time.time()
         torch.manual_seed(seed)
         try:
             y, clean, notes = load_observation(path, degradation, obs_size, res, synthesize_degradation, device)
@@ -439,6 +440,9 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                                    col_labels=[f'q {1 - t:.2f}:{t:.2f}' for t in np.linspace(0, 1, len(imgs))],
                                    title='q interpolated from this image (left) to --q-from (right)')
         summary['images'][stem] = record
+        if not show_progress:  # a log instead of a terminal: one line per image
+            scores = f', PSNR {record["psnr"]:.2f} dB (observation {record["observation"]["psnr"]:.2f})' if 'psnr' in record else ''
+            print(f'[{index + 1}/{len(files)}] {stem}: {time.time() - image_start:.1f} s{scores}', flush=True)
     summary['seconds'] = time.time() - start
     with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=2)
