@@ -49,10 +49,10 @@ SIZES = {
     'full':  dict(kimg=24, snap=4, metric='rfkid1k_full', qc_kimg=2, enc_steps=300, enc_batch=16, qc_steps='0,300', ngd_steps='100,100,800', ngd_lr_scale=10, gen_targets=4, degradation='sr:2'),
     'quick': dict(kimg=1, snap=1, metric='rfkid100_full', qc_kimg=1, enc_steps=40, enc_batch=8, qc_steps='0,20', ngd_steps='20,20,100', ngd_lr_scale=1, gen_targets=1, degradation='sr:4'),
 }
-# Restoration settings for this 32-px, w_dim-64 network (measured on the held-out faces, README "The demo"):
+# Restoration settings for this 32-px, w_dim-64 network (measured on the held-out faces, README "Quick start"):
 # QC uses the encoder's (w, q) as they are (refine 0, as upstream) and tunes the generator at 2e-3 for every
-# step (the 0.002 LPIPS early stop is calibrated for the pretrained LPIPS; the demo's random-backbone LPIPS
-# is about ten times smaller and stopped the tuning within a few dozen steps, before the observation was fitted);
+# step (the reference's early stop at LPIPS <= 0.002 is calibrated for the pretrained LPIPS; with the demo's
+# random-backbone LPIPS it ended the tuning early, before the observation was fitted);
 # NGD's step sizes, set for 512-d W codes, are scaled by 10 for the trained network (ngd_lr_scale; W++ gets
 # 800 steps); the quick size's barely trained network does best at the published rates.
 QC_OPTIONS = ['--tune-lr', '2e-3', '--lpips-stop', '0']
@@ -116,6 +116,7 @@ def read_metric(run_dir, metric):
                 kimg = int(os.path.basename(rec['snapshot_pkl']).split('-')[-1].split('.')[0])
                 out.append((kimg, rec['results'][metric]))
     return out
+
 
 def write_without_noise(src, dest):
     """Copy a network pickle with every per-pixel noise input's strength set to 0 (G and G_ema)."""
@@ -225,7 +226,8 @@ def main(outdir, size, device, degradation, kimg, reuse, generator):
         run_dir, network, qc_dir, qc_net, encoder = train_networks(stages, cfg, data, heldout, runs, enc_runs, dev, generator)
 
     # The restoration network: the QC network without its per-pixel noise. After minutes on 96 faces the
-    # noise inputs add a speckle that no real face has; with them on, NGD's held-out PSNR was about 1 dB lower.
+    # noise inputs add a speckle that no real face has; with them on, NGD's held-out PSNR was about 1 dB lower
+    # (measured on the generator of an earlier run).
     stages.step('restoration network: the QC network with its noise inputs off (noise_strength = 0)')
     restore_net = os.path.join(runs, 'generator-qc-restore.pkl')
     print(f'Wrote {restore_net} ({write_without_noise(qc_net, restore_net)} noise strengths set to 0)', flush=True)
