@@ -58,8 +58,9 @@ def parse_steps(method, text):
 
 # invert.py options that go to one method's invert() (by method: invert() keyword -> option); an
 # option left at None keeps the method's default.
-METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality'), cri=dict(num_samples='cri_samples', locality='locality'),
-                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(locality='locality'), sphinx=dict(num_draws='draws'))
+METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality', stop_every='stop_every'),
+                      cri=dict(num_samples='cri_samples', locality='locality'), dgp=dict(num_candidates='dgp_candidates'),
+                      qc=dict(locality='locality', stop_every='stop_every'), sphinx=dict(num_draws='draws'))
 
 def find_ground_truth(spec, stem):
     if spec is None:
@@ -210,6 +211,9 @@ def save_png(img, path):
               help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
+@click.option('--stop-every', type=click.IntRange(min=1), default=None, metavar='K',
+              help='PTI/QC tuning: read the LPIPS for the early stop every K steps (default 1, the reference; K > 1 saves '
+                   'host reads and may run up to K-1 steps past the threshold)')
 @click.option('--draws', type=click.IntRange(min=1), default=8, show_default=True,
               help='SPHInX: renders with fresh (z+, s) averaged into the result (1 = one random draw, as the official code)')
 @click.option('--interpolate', 'interpolate_with', default=None, metavar='OTHER',
@@ -222,7 +226,7 @@ def save_png(img, path):
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
-         attribute_fac='0,22.5,45'):
+         attribute_fac='0,22.5,45', stop_every=None):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
@@ -317,7 +321,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
     cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
-                       draws=draws)
+                       draws=draws, stop_every=stop_every)
     options = {key: cli_options[name] for key, name in METHOD_OPTIONS.get(method, {}).items() if cli_options[name] is not None}
     lpips_vgg = lpips['vgg']  # SPHInX's attribute walk
     os.makedirs(outdir, exist_ok=True)

@@ -49,6 +49,26 @@ def test_compare_rejects_bad_input(tmp_path):
     assert result.exit_code == 2 and 'not a stylegan2-ada-pytorch checkout' in result.output
     result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'GD:16:1', '--variant', 'compile'])
     assert result.exit_code == 2 and 'only the G workload' in result.output
+    result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'G:16:1', '--variant', 'cl-freeze'])
+    assert result.exit_code == 2 and 'freeze is an option of compile' in result.output
+    result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'G:16:1', '--variant', 'fast'])
+    assert result.exit_code == 2 and 'bad variant' in result.output
+
+
+def test_variant_tokens():
+    assert compare_nvlabs.parse_variant('eager') == set()
+    assert compare_nvlabs.parse_variant('unf-cl-compile-freeze') == {'unf', 'cl', 'compile', 'freeze'}
+    v = speed.parse_variant('ref-fp32-unf-cl-compile-freeze')
+    assert (v.unfused, v.channels_last, v.compile, v.freeze, v.precision, v.ops) == (True, True, True, True, 'fp32', 'ref')
+    assert not speed.parse_variant('ref-fp32').unfused and not speed.parse_variant('ref-fp32').freeze
+    with pytest.raises(ValueError, match='freeze is an option of compile'):
+        speed.parse_variant('ref-fp32-freeze')
+
+
+def test_compare_variant_reports_its_own_images():
+    """Our non-fused variant against the same network's eager path: equal within float tolerance."""
+    rows = compare_nvlabs.compare(None, 'G:16:2', reps=1, arch='tiny', echo=lambda line: None, variant='unf')
+    assert rows[0]['variant'] == 'unf' and 0 < rows[0]['max_abs_output_diff'] < 1e-4
 
 
 @pytest.mark.skipif(not NVLABS_DIR or not os.path.isfile(os.path.join(NVLABS_DIR, 'training', 'networks.py')),
