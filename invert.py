@@ -211,6 +211,9 @@ def save_png(img, path):
               help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
+@click.option('--unfused-modconv', is_flag=True,
+              help='Modulate activations instead of weights in every step (StyleGAN2\'s training path: same results within float '
+                   'tolerance; no weight gradients when only latents train; with --compile the fastest steps on CPU, see README Benchmarks)')
 @click.option('--stop-every', type=click.IntRange(min=1), default=None, metavar='K',
               help='PTI/QC tuning: read the LPIPS for the early stop every K steps (default 1, the reference; K > 1 saves '
                    'host reads and may run up to K-1 steps past the threshold)')
@@ -226,7 +229,7 @@ def save_png(img, path):
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
-         attribute_fac='0,22.5,45', stop_every=None):
+         attribute_fac='0,22.5,45', stop_every=None, unfused_modconv=False):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
@@ -242,6 +245,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except OSError as err:
         raise click.ClickException(err.strerror)
     common.compile_synthesis(compile_synthesis)
+    common.unfused_modconv(unfused_modconv)
     try:
         data = legacy.load_network(network_spec, device=device)
     except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
@@ -353,7 +357,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         network=network_spec, network_resolved=legacy.resolve_network_spec(network_spec) if not str(network_spec).startswith('init:') else None,
         lpips=[lpips['alex'], lpips['vgg']], method=method, seed=seed,
         settings=dict(step_kwargs, **options, degradation=deg_spec, encoder=None if encoder is None else provenance.file_record(encoder.path),
-                      synthesize_degradation=bool(synthesize_degradation)))
+                      synthesize_degradation=bool(synthesize_degradation), compile=bool(compile_synthesis),
+                      unfused_modconv=bool(unfused_modconv)))
     start = time.time()
     show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
     for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):

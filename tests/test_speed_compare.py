@@ -106,3 +106,20 @@ def test_cpu_bf16_support_reads_flags():
     if os.path.isfile('/proc/cpuinfo'):
         flags = open('/proc/cpuinfo').read()
         assert native == any(f in flags.split() for f in ('avx512_bf16', 'amx_bf16', 'bf16'))
+
+
+def test_ab_steps_dry_run(tmp_path):
+    """bench/ab_steps.py (inversion steps, variants interleaved) at the tiniest size, eager variants only."""
+    from bench import ab_steps
+    path = tmp_path / 'ab.json'
+    result = CliRunner().invoke(ab_steps.main, ['--methods', 'ngd', '--resolution', '16', '--arch', 'tiny', '--variants',
+                                                'ref-fp32,ref-fp32-unf', '--steps', '2', '--reps', '2', '--json', str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert 'load average' in result.output and 'speed-up' in result.output
+    rows = json.loads(path.read_text())['rows']
+    assert [r['variant'] for r in rows] == ['ref-fp32', 'ref-fp32-unf'] and rows[0]['speedup_vs_first'] == 1
+    for r in rows:
+        assert len(r['phase_median_s']) == 3 and r['steps_timed'] == 2 * 3 * 1  # 2 rounds x 3 phases x 1 interval
+        assert 0 < r['min_s_per_step'] <= r['median_s_per_step']
+    result = CliRunner().invoke(ab_steps.main, ['--methods', 'G', '--arch', 'tiny'])
+    assert result.exit_code == 2 and 'not an inversion method' in result.output
