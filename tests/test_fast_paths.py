@@ -171,7 +171,7 @@ def test_unfused_modconv_keeps_wpp_fused(tiny):
     assert torch.equal(out, ref)  # filter-wise styles always take the fused path
 
 
-def test_invert_unfused_modconv_flag(tmp_path):
+def test_invert_fast_flags(tmp_path):
     import json
 
     import numpy as np
@@ -182,14 +182,14 @@ def test_invert_unfused_modconv_flag(tmp_path):
     PIL.Image.fromarray((np.random.RandomState(0).rand(32, 32, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
     images = []
     try:
-        for flag in ([], ['--unfused-modconv']):
+        for flag in ([], ['--unfused-modconv', '--channels-last']):
             outdir = tmp_path / ('unfused' if flag else 'default')
             r = CliRunner().invoke(invert.main, ['--network', 'init:tiny32', '--target', str(tmp_path / 't.png'), '--method', 'pti',
                                                  '--steps', '3,2', '--device', 'cpu', '--lpips-backbone', 'random',
                                                  '--outdir', str(outdir)] + flag)
             assert r.exit_code == 0, r.output + repr(r.exception)
             settings = json.loads((outdir / 'results.json').read_text())['provenance']['settings']
-            assert settings['unfused_modconv'] is bool(flag)
+            assert settings['unfused_modconv'] is bool(flag) and settings['channels_last'] is bool(flag)
             images.append(np.asarray(PIL.Image.open(outdir / 't_restored.png'), dtype=np.int16))
     finally:
         common.unfused_modconv(False)
