@@ -27,8 +27,6 @@ import sys
 import time
 
 import click
-import numpy as np
-import PIL.Image
 import torch
 from tqdm import tqdm
 
@@ -38,14 +36,13 @@ from dnnlib import cli
 from inversion import common
 from inversion import editing
 from inversion import methods
+from inversion import outputs
 from inversion import qc as qc_method
-from inversion import sphinx
-from inversion.operators import load_measurements, measurement_operator, parse_degradation
+from inversion.operators import parse_degradation
 from metrics import provenance
 from metrics import restoration
 from torch_utils import devices
 from torch_utils import misc
-from torch_utils.image_utils import save_image, save_labelled_grid, to_uint8
 
 #----------------------------------------------------------------------------
 
@@ -61,119 +58,6 @@ def parse_steps(method, text):
 METHOD_OPTIONS = dict(pti=dict(space='w_space', locality='locality', stop_every='stop_every'),
                       cri=dict(num_samples='cri_samples', locality='locality'), dgp=dict(num_candidates='dgp_candidates'),
                       qc=dict(locality='locality', stop_every='stop_every'), sphinx=dict(num_draws='draws'))
-
-def find_ground_truth(spec, stem):
-    if spec is None:
-        return None
-    if os.path.isfile(spec):
-        return spec
-    for name in sorted(os.listdir(spec)):
-        if os.path.splitext(name)[0] == stem and name.lower().endswith(common.IMAGE_EXTENSIONS):
-            return os.path.join(spec, name)
-    return None
-
-
-def summarize_history(history):
-    """Last value of every per-step list, nested per phase."""
-    out = {}
-    for key, value in history.items():
-        if isinstance(value, dict):
-            out[key] = summarize_history(value)
-        elif isinstance(value, list):
-            out[key] = value[-1] if value else None
-    return out
-
-
-def image_scores(img, clean, lpips_module):
-    """PSNR (dB), SSIM and LPIPS of `img` against `clean` (both `[N, C, H, W]` in [-1, 1]), first image."""
-    img = img.clamp(-1, 1)
-    return dict(psnr=float(restoration.psnr(img, clean, data_range=2)[0]),
-                ssim=float(restoration.ssim(img, clean, data_range=2)[0]),
-                lpips=float(common.safe_lpips(lpips_module)(img, clean).reshape(-1)[0]))
-
-
-def list_targets(target, degradation, synthesize):
-    """Target files: images, or for a measurement operator (cs:) without --synthesize-degradation,
-    .npy measurement vectors (a file, or the .npy files of a folder)."""
-    if measurement_operator(degradation) is None or synthesize:
-        return common.list_images(target)
-    if os.path.isdir(target):
-        files = sorted(os.path.join(target, n) for n in os.listdir(target) if n.lower().endswith('.npy'))
-        if not files:
-            raise ValueError(f'no .npy measurement files in folder {target} (with {degradation.name}, the targets are '
-                             f'measurement vectors; or pass clean images with --synthesize-degradation)')
-    elif not os.path.isfile(target):
-        raise FileNotFoundError(f'target not found: {target}')
-    elif not target.lower().endswith('.npy'):
-        raise ValueError(f'{target}: with {degradation.name} the target is a .npy measurement vector; to measure a '
-                         f'clean image, add --synthesize-degradation')
-    else:
-        files = [target]
-    for path in files:  # wrong lengths fail now, before any work
-        load_measurements(path, degradation)
-    return files
-
-
-def load_observation(path, degradation, size, res, synthesize, device):
-    """-> (observation y, clean image or None, notes). ValueError for unreadable files."""
-    if synthesize:
-        clean, notes = common.load_target(path, size=res, device=device)
-        with torch.no_grad():
-            return common.degrade(degradation, clean, true=True), clean, notes
-    if path.lower().endswith('.npy'):
-        return load_measurements(path, degradation, device), None, []
-    y, notes = common.load_target(path, size=size, device=device)
-    return y, None, notes
-
-
-def observation_size(path):
-    """(width, height) of an image file, or (length,) of a .npy vector; None if unreadable."""
-    try:
-        if path.lower().endswith('.npy'):
-            return (int(np.load(path, mmap_mode='r', allow_pickle=False).shape[-1]),)
-        with PIL.Image.open(path) as img:
-            return img.size
-    except Exception:  # pylint: disable=broad-except
-        return None
-
-
-def sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, spec, seed, step_kwargs, attribute, attribute_fac,
-                   other):
-    """SPHInX's own outputs for one image: the fit (.pt), the attribute walk and the interpolation strips."""
-    model = out.models[0]
-    sphinx.save_fit(os.path.join(outdir, f'{stem}_sphinx.pt'), model, run=dict(degradation=spec, seed=seed, **step_kwargs),
-                    observation=y.detach().cpu())
-    if attribute:
-        trained, alpha, direction, _ = sphinx.learn_attribute(G, model, y, degradation, lpips_vgg, attribute, attribute_fac,
-                                                              steps=step_kwargs.get('steps', 500), seed=seed, progress=True)
-        frames, alphas = sphinx.attribute_walk(G, trained, alpha, direction, seed=seed)
-        save_labelled_grid(to_uint8(rgb(frames.clamp(-1, 1))), os.path.join(outdir, f'{stem}_walk_{attribute}.png'),
-                           grid_size=(len(frames), 1), col_labels=[f'alpha {a:.2f}' for a in alphas.tolist()],
-                           title=f'{stem}: SPHInX {attribute} walk')
-        save_npy(alphas.numpy(), os.path.join(outdir, f'{stem}_walk_{attribute}_alphas.npy'))
-    if other is not None:
-        frames = sphinx.interpolate(G, model, other, seed=seed)
-        save_labelled_grid(to_uint8(rgb(frames.clamp(-1, 1))), os.path.join(outdir, f'{stem}_interp.png'),
-                           grid_size=(len(frames), 1), col_labels=[f't {t:.2f}' for t in np.linspace(0, 1, len(frames))],
-                           title=f'{stem}: SPHInX interpolation')
-
-
-def save_npy(array, path):
-    with dnnlib.util.atomic_write(path, 'wb') as f:
-        np.save(f, array)
-
-
-def uncertainty_image(u):
-    """Uncertainty `[N, 1, H, W]` (>= 0) -> a gray image in [-1, 1], white = the largest spread."""
-    return u / u.flatten(1).amax(1).clamp_min(1e-8).reshape(-1, 1, 1, 1) * 2 - 1
-
-
-def rgb(x):
-    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
-
-
-def save_png(img, path):
-    save_image(to_uint8(rgb(img[:1].clamp(-1, 1)))[0], path)
 
 #----------------------------------------------------------------------------
 
@@ -289,18 +173,18 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         raise click.UsageError(f'--attribute needs image observations, not {degradation.name} measurements')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
     try:
-        files = list_targets(target, degradation, synthesize_degradation)
+        files = outputs.list_targets(target, degradation, synthesize_degradation)
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint='--target')
     if interpolate_with is not None:
         if not os.path.isfile(interpolate_with):
             raise click.BadParameter(f'{interpolate_with}: file not found', param_hint='--interpolate')
-        other_size = observation_size(interpolate_with)
+        other_size = outputs.observation_size(interpolate_with)
         if other_size is None:
             raise click.BadParameter(f'cannot read {interpolate_with} (an image, or a .npy measurement vector with cs:)',
                                      param_hint='--interpolate')
         for path in files:
-            size = observation_size(path)
+            size = outputs.observation_size(path)
             if size is not None and size != other_size:
                 what = 'values' if len(size) == 1 else 'pixels (width, height)'
                 raise click.BadParameter(f'{interpolate_with} has size {other_size} but {os.path.basename(path)} has {size} '
@@ -340,7 +224,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     other = None
     if interpolate_with is not None:
         try:
-            y_other, _, _ = load_observation(interpolate_with, degradation, obs_size, res, synthesize_degradation, device)
+            y_other, _, _ = outputs.load_observation(interpolate_with, degradation, obs_size, res, synthesize_degradation, device)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint='--interpolate')
         torch.manual_seed(seed)
@@ -368,93 +252,42 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                       unfused_modconv=bool(unfused_modconv), channels_last=bool(channels_last)))
     start = time.time()
     show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
-    for path in tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True):
+    for index, path in enumerate(tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True)):
         stem = os.path.splitext(os.path.basename(path))[0]
+        image_start = time.time()
         torch.manual_seed(seed)
         try:
-            y, clean, notes = load_observation(path, degradation, obs_size, res, synthesize_degradation, device)
+            y, clean, notes = outputs.load_observation(path, degradation, obs_size, res, synthesize_degradation, device)
         except ValueError as err:
             tqdm.write(f'Warning: skipping {path}: {err}')
             summary['skipped'][os.path.basename(path)] = str(err)
             continue
         for n in notes:
             tqdm.write(f'Note: {os.path.basename(path)}: {n}')
-        gt_path = find_ground_truth(gt_spec, stem)
+        gt_path = outputs.find_ground_truth(gt_spec, stem)
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = methods.run(method=method, G=G, target=y, degradation=degradation, lpips=lpips, steps=step_kwargs, D=D,
                           encoder=encoder, seed=seed, progress=show_progress, **options)
-        Gr = out.G
-        gen = common.LatentGenerator(Gr)
-        with torch.no_grad():
-            restored = out.restored
-            redeg = out.degraded if out.q is not None else restored
-            redeg = common.degrade(degradation, redeg, true=True)
-        save_png(restored, os.path.join(outdir, f'{stem}_restored.png'))
-        if redeg.ndim == 2:  # measurements (cs:): the vectors as .npy, their back-projections as PNG
-            save_npy(redeg[0].cpu().numpy(), os.path.join(outdir, f'{stem}_degraded.npy'))
-            if synthesize_degradation:
-                save_npy(y[0].cpu().numpy(), os.path.join(outdir, f'{stem}_observation.npy'))
-        save_png(common.to_image_size(degradation, redeg, obs_size), os.path.join(outdir, f'{stem}_degraded.png'))
-        panel = [common.to_image_size(degradation, y, res), restored, common.to_image_size(degradation, redeg, res)]
-        labels = ['observation', 'restored', 're-degraded']
-        if clean is not None:
-            panel.append(clean)
-            labels.append('ground truth')
-        if 'uncertainty' in out:
-            panel.append(uncertainty_image(out.uncertainty))
-            labels.append('uncertainty')
-        save_labelled_grid(to_uint8(torch.cat([rgb(p[:1]) for p in panel]).clamp(-1, 1)), os.path.join(outdir, f'{stem}_panel.png'),
-                           grid_size=(len(panel), 1), col_labels=labels, title=f'{stem}: {method}, {deg_spec}')
-        save_png(panel[0], os.path.join(outdir, f'{stem}_observed.png'))
-        arrays = dict(ws=out.ws.cpu().numpy())
-        if out.q is not None:
-            arrays['q'] = out.q.cpu().numpy()
-        if 'centroid_index' in out:
-            arrays['centroid_index'] = out.centroid_index.cpu().numpy()
-        if 'content' in out:  # SPHInX: mean S and the noise maps B (ws = the mean W+ over the draws)
-            arrays['content'] = out.content.cpu().numpy()
-            arrays.update({f'noise{i}': n.detach().cpu().numpy() for i, n in enumerate(out.models[0].noise)})
-        with dnnlib.util.atomic_write(os.path.join(outdir, f'{stem}_latents.npz'), 'wb') as f:
-            np.savez(f, **arrays)
-        if save_generator and Gr is not G:
-            legacy.save_network_pkl(dict(G_ema=Gr), os.path.join(outdir, f'{stem}_G.pkl'))
+        observed = outputs.write_restoration(outdir, stem, out, G, y, clean, degradation, res=res, obs_size=obs_size,
+                                             title=f'{stem}: {method}, {deg_spec}', synthesize=synthesize_degradation,
+                                             save_generator=save_generator)
         record = dict(file=os.path.basename(path), loss=[float(v) for v in torch.as_tensor(out.loss).reshape(-1)],
-                      history=summarize_history(out.history))
+                      history=outputs.summarize_history(out.history))
         if method == 'sphinx':
             record['draws'], record['spread'] = draws, float(out.spread[0])
-            sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, deg_spec, seed, step_kwargs, attribute,
-                           attribute_fac, other)
+            outputs.sphinx_outputs(out, y, degradation, G, lpips_vgg, stem, outdir, deg_spec, seed, step_kwargs, attribute,
+                                   attribute_fac, other)
         if clean is not None:
             with torch.no_grad():
-                record.update(image_scores(restored, clean, lpips_alex))
+                record.update(outputs.image_scores(out.restored, clean, lpips_alex))
                 # The baseline to beat: the observation itself, brought to the image size as in the panel.
-                record['observation'] = image_scores(panel[0], clean, lpips_alex)
-        # Editing.
-        with torch.no_grad():
-            if direction is not None:
-                sharp, degr = editing.render_edits(Gr, out.ws, [strength], direction, q=out.q)
-                save_png(sharp[0], os.path.join(outdir, f'{stem}_edit_sharp.png'))
-                degr = common.degrade(degradation, degr[0] if degr is not None else sharp[0], true=True)
-                save_png(degr, os.path.join(outdir, f'{stem}_edit_degraded.png'))
-            if sefa > 0:
-                dirs, _ = editing.sefa_directions(G, sefa)
-                rows = []
-                for d in dirs:
-                    sharp, _ = editing.render_edits(Gr, out.ws, [-strength, 0.0, strength], d)
-                    rows.append(sharp[:, 0])
-                grid = torch.cat(rows).clamp(-1, 1)
-                save_labelled_grid(to_uint8(rgb(grid)), os.path.join(outdir, f'{stem}_sefa.png'), grid_size=(3, len(rows)),
-                                   col_labels=[f'strength {-strength:g}', '0', f'strength +{strength:g}'],
-                                   row_labels=[f'SeFa {k}' for k in range(len(rows))])
-            if q_ref is not None:
-                qs = editing.interpolate_q(out.q, q_ref.expand_as(out.q), 5)
-                imgs = torch.cat([gen(out.ws, q=qq)[:1] for qq in qs]).clamp(-1, 1)
-                save_png(imgs[-1:], os.path.join(outdir, f'{stem}_q_transfer.png'))
-                save_labelled_grid(to_uint8(imgs), os.path.join(outdir, f'{stem}_q_interp.png'), grid_size=(len(imgs), 1),
-                                   col_labels=[f'q {1 - t:.2f}:{t:.2f}' for t in np.linspace(0, 1, len(imgs))],
-                                   title='q interpolated from this image (left) to --q-from (right)')
+                record['observation'] = outputs.image_scores(observed, clean, lpips_alex)
+        outputs.write_edits(outdir, stem, out, G, degradation, direction=direction, strength=strength, sefa=sefa, q_ref=q_ref)
         summary['images'][stem] = record
+        if not show_progress:  # a log instead of a terminal: one line per image
+            scores = f', PSNR {record["psnr"]:.2f} dB (observation {record["observation"]["psnr"]:.2f})' if 'psnr' in record else ''
+            print(f'[{index + 1}/{len(files)}] {stem}: {time.time() - image_start:.1f} s{scores}', flush=True)
     summary['seconds'] = time.time() - start
     with dnnlib.util.atomic_write(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=2)

@@ -142,6 +142,7 @@ class CommaSeparatedList(click.ParamType):
 @click.option('--p', help='Augmentation probability for --aug=fixed', type=cli.FiniteFloat(min=0, max=1))
 @click.option('--target', help='ADA target value for --aug=ada', type=cli.FiniteFloat(min=0, max=1))
 @click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(AUGPIPES))
+@click.option('--aug-geom', help='How ADA executes whole-pixel flips/quarter turns/integer shifts: resampled as the official code (official) or copied exactly (exact-copy) [default: official]', type=click.Choice(presets.AUG_GEOM_MODES))
 # Transfer learning and resume.
 @click.option('--resume', help='Network pickle/URL/zoo name to start from, or a checkpoint.pt to continue exactly', metavar='PKL')
 @click.option('--freezed', help='Freeze-D [default: 0 layers]', type=click.IntRange(min=0), metavar='INT')

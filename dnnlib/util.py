@@ -17,6 +17,7 @@ import html
 import http.client
 import importlib
 import io
+import json
 import os
 import re
 import shutil
@@ -41,7 +42,7 @@ __all__ = [
     'list_dir_recursively_with_ignore', 'copy_files_and_create_dirs',
     'TRUST_PICKLE_ENV', 'TRUST_HINT', 'UntrustedFileError', 'trust_pickle_enabled', 'set_trust_pickle',
     'click_trust_pickle', 'allow_class_module', 'resolve_allowed_class', 'construct_allowed_class',
-    'atomic_write', 'remove_stale_tmp_files', 'make_run_dir', 'next_run_dir',
+    'atomic_write', 'remove_stale_tmp_files', 'make_run_dir', 'next_run_dir', 'carry_over_jsonl',
 ]
 
 
@@ -1051,6 +1052,31 @@ def continued_run_desc(ckpt_path: str) -> str:
     while desc.endswith('-continued'):
         desc = desc[:-len('-continued')]
     return desc + '-continued'
+
+
+def carry_over_jsonl(old_path: str, new_path: str, position: Callable[[dict], float], limit: float) -> int:
+    """Start `new_path` (a resumed run's JSON-lines history, e.g. stats.jsonl) with the lines of
+    `old_path` (the run it continues) whose `position(fields)` is at most `limit` (the checkpoint's
+    kimg or step), so one file reads as one history. Lines after the checkpoint (which the resumed run
+    repeats), torn or unreadable lines are dropped. Nothing is written when `old_path` does not exist or
+    when `new_path` is another file that already exists (that folder has its own history); continuing
+    in the same folder rewrites the file. Atomic. Returns the number of lines carried over."""
+    if not os.path.isfile(old_path):
+        return 0
+    kept = []
+    with open(old_path, 'rt', encoding='utf-8') as f:
+        for line in f:
+            try:
+                pos = float(position(json.loads(line)))
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+            if pos <= limit + 1e-6:
+                kept.append(line if line.endswith('\n') else line + '\n')
+    if os.path.abspath(old_path) != os.path.abspath(new_path) and os.path.isfile(new_path):
+        return 0
+    with atomic_write(new_path, 'w') as f:
+        f.writelines(kept)
+    return len(kept)
 
 
 def remove_unused_run_dir(run_dir: str, setup_files=('training_options.json', 'log.txt')) -> bool:

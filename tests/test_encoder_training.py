@@ -2,6 +2,7 @@
 (training/encoder_loss.py), the data split, validation pairs and generated pairs
 (training/encoder_data.py), and the loop's config, coaches and a tiny run (training/encoder_loop.py)."""
 
+import json
 import os
 
 import numpy as np
@@ -179,6 +180,12 @@ def test_tiny_loop_run_and_exact_continuation(qc_pkl, tmp_path):
     assert resumed.step == 4
     for (name, a), b in zip(full.encoder.state_dict().items(), resumed.encoder.state_dict().values()):
         assert torch.equal(a, b), name
+    # The continued run's stats.jsonl and val.jsonl start with the history it continues: one history.
+    def steps(run, name):
+        with open(tmp_path / run / name, encoding='utf-8') as f:
+            return [json.loads(line)['step'] for line in f]
+    for name in ['stats.jsonl', 'val.jsonl']:
+        assert steps('part', name) == [2] and steps('resumed', name) == steps('full', name) == [2, 4], name
     with pytest.raises(encoder_loop.EncoderTrainingError, match='every loss weight is zero'):
         encoder_loop.training_loop(run_dir=str(tmp_path / 'zero'), total_steps=1, write_files=False,
                                    **dict(base, loss_kwargs=dict(lpips_weight=0, l2_weight=0)))

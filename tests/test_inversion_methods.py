@@ -2,6 +2,7 @@
 targets it generated itself (ground truth known). CPU, small step counts."""
 
 import json
+import re
 
 import numpy as np
 import PIL.Image
@@ -262,6 +263,9 @@ def test_invert_cli_mixed_folder(net, tmp_path):
     summary = json.loads((out / 'results.json').read_text())
     assert sorted(summary['images']) == ['a_rgba', 'b_gray', 'c_16bit'] and 'd_corrupt.png' in summary['skipped']
     assert 'psnr' in summary['images']['a_rgba']
+    # Not a terminal (no progress bar): one line per image with its time and scores.
+    assert sum(line.startswith('[') and '/4] ' in line for line in result.output.splitlines()) == 3, result.output
+    assert re.search(r'\[1/4\] a_rgba: [0-9.]+ s, PSNR [0-9.]+ dB \(observation [0-9.]+\)', result.output), result.output
     for stem in ('a_rgba', 'b_gray', 'c_16bit'):
         for suffix in ('restored.png', 'degraded.png', 'panel.png', 'latents.npz', 'edit_sharp.png', 'sefa.png'):
             assert (out / f'{stem}_{suffix}').is_file(), (stem, suffix)

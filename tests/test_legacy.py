@@ -138,35 +138,6 @@ def test_foreign_pickle_is_converted_by_parameter_names(tmp_path):
     img = ours['G'](z, c, noise_mode='const')
     assert torch.equal(loaded['D'](img, c), ours['D'](img, c))
 
-def test_unknown_persistent_class_needs_trust_then_runs_embedded_source(tmp_path, monkeypatch):
-    monkeypatch.delenv('QCGAN_TRUST_PICKLE', raising=False)
-    module_dir = tmp_path / 'custom'
-    module_dir.mkdir()
-    (module_dir / 'custom_pipe.py').write_text(textwrap.dedent('''
-        import torch
-        from torch_utils import persistence
-        @persistence.persistent_class
-        class CustomPipe(torch.nn.Module):
-            def __init__(self, scale=2.0):
-                super().__init__()
-                self.register_buffer('p', torch.tensor(scale))
-            def forward(self, x):
-                return x * self.p
-    '''))
-    sys.path.insert(0, str(module_dir))
-    try:
-        import custom_pipe
-        data = make_nets()
-        data['augment_pipe'] = custom_pipe.CustomPipe(scale=3.0)
-        blob = pickle_bytes(data)
-    finally:
-        sys.path.remove(str(module_dir))
-    with pytest.raises(legacy.UntrustedPickleError, match=r"'CustomPipe'.*--trust-pickle"):
-        legacy.load_network_pkl(io.BytesIO(blob))
-    monkeypatch.setenv('QCGAN_TRUST_PICKLE', '1')
-    loaded = legacy.load_network_pkl(io.BytesIO(blob))
-    assert float(loaded['augment_pipe'](torch.ones([]))) == 3.0
-
 #----------------------------------------------------------------------------
 
 @pytest.mark.parametrize('cut', [1, 100, 0.5, 0.99])

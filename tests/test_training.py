@@ -181,6 +181,17 @@ def test_train_cli_dry_run_and_presets(faces16, tmp_path):
     desc, _args = train.setup_training_loop_kwargs(data=faces16, cfg='stylegan2', mirror=True, gamma=5, kimg=3, device='cpu')
     assert desc == 'faces16-mirror-stylegan2-gamma5-kimg3'
 
+def test_train_cli_aug_geom_reaches_the_augment_pipe(faces16, tmp_path):
+    _desc, args = train.setup_training_loop_kwargs(data=faces16, cfg='tiny', device='cpu')
+    assert 'geom_mode' not in args.augment_kwargs  # the official execution (AugmentPipe's default)
+    desc, args = train.setup_training_loop_kwargs(data=faces16, cfg='tiny', aug_geom='exact-copy', device='cpu')
+    assert args.augment_kwargs.geom_mode == 'exact-copy' and desc.endswith('-geomexact-copy')
+    pipe = dnnlib.util.construct_class_by_name(**args.augment_kwargs)
+    assert pipe.geom_mode == 'exact-copy'
+    result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path), '--data', faces16, '--cfg', 'tiny', '--device', 'cpu',
+                                             '--aug-geom', 'exact-copy', '--dry-run'])
+    assert result.exit_code == 0 and '"geom_mode": "exact-copy"' in result.output, result.output
+
 @pytest.mark.parametrize('extra, message', [
     (['--cond', '1'], 'labels'),
     (['--gpus', '2', '--batch', '7'], 'divisible'),
@@ -188,6 +199,8 @@ def test_train_cli_dry_run_and_presets(faces16, tmp_path):
     (['--aug', 'fixed'], '--p'),
     (['--resume', 'nosuchnet'], 'unknown network'),
     (['--metrics', 'fid9000'], 'unknown metric'),
+    (['--aug', 'noaug', '--aug-geom', 'exact-copy'], '--aug-geom cannot be specified'),
+    (['--aug-geom', 'copy'], "'copy' is not one of"),
 ])
 def test_train_cli_bad_options(faces16, tmp_path, extra, message):
     result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path), '--data', faces16, '--cfg', 'tiny', '--device', 'cpu'] + extra)

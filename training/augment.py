@@ -45,7 +45,7 @@ _SYM6_DEC_LO = [
 #----------------------------------------------------------------------------
 # Ways to execute the geometric transform (see `AugmentPipe`).
 
-_GEOM_MODES = ('official', 'exact-copy')
+GEOM_MODES = ('official', 'exact-copy')
 
 #----------------------------------------------------------------------------
 # Presets of the training CLI's `--augpipe` option: the multiplier of every listed op is 1.
@@ -340,8 +340,8 @@ class AugmentPipe(torch.nn.Module):
         self.cutout_size      = float(cutout_size)
 
         # Execution of the geometric transform.
-        if geom_mode not in _GEOM_MODES:
-            raise ValueError(f'geom_mode must be one of {", ".join(_GEOM_MODES)}, got {geom_mode!r}')
+        if geom_mode not in GEOM_MODES:
+            raise ValueError(f'geom_mode must be one of {", ".join(GEOM_MODES)}, got {geom_mode!r}')
         self.geom_mode        = geom_mode
 
         # sym6 low-pass for the 2x up/downsampling of the geometric pass. It is an orthogonal

@@ -266,12 +266,16 @@ def _tick_line(stats, step, elapsed, device):
 class _RunFiles:
     """stats.jsonl, val.jsonl and TensorBoard events of rank 0 (nothing when not writing)."""
 
-    def __init__(self, run_dir, enabled, log, provenance=None):
+    def __init__(self, run_dir, enabled, log, provenance=None, continues=None):
         self.stats = self.val = self.tfevents = None
         self.provenance = provenance  # written with every validation line
         if not enabled:
             return
         os.makedirs(run_dir, exist_ok=True)
+        if continues is not None:  # (run folder of the checkpoint, its step): carry that history over
+            old_dir, old_step = continues
+            for name in ['stats.jsonl', 'val.jsonl']:
+                dnnlib.util.carry_over_jsonl(os.path.join(old_dir, name), os.path.join(run_dir, name), lambda f: f['step'], old_step)
         self.stats = open(os.path.join(run_dir, 'stats.jsonl'), 'at', encoding='utf-8')
         self.val = open(os.path.join(run_dir, 'val.jsonl'), 'at', encoding='utf-8')
         try:
@@ -397,7 +401,9 @@ def training_loop(
 
     # Logs.
     stats_collector = training_stats.Collector(regex='.*')
-    files = _RunFiles(run_dir, rank == 0 and write_files, log, provenance=(training_options or {}).get('provenance'))
+    continues = (os.path.dirname(os.path.abspath(resume_checkpoint)), step) if checkpoint is not None else None
+    files = _RunFiles(run_dir, rank == 0 and write_files, log, provenance=(training_options or {}).get('provenance'),
+                      continues=continues)
     params = list(encoder.parameters())
     result = dnnlib.EasyDict(checkpoint=None, val=None)
     log(f'Training encoders ({encoder.backbone}, {encoder.w_space.upper()}, input {encoder.input_size}, '

@@ -36,13 +36,14 @@ CFG_SPECS = {
 
 RESUME_SPECS = ['ffhq256', 'ffhq512', 'ffhq1024', 'celebahq256', 'lsundog256']
 
+AUG_GEOM_MODES = list(augment.GEOM_MODES)
 AUGPIPES = ['blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc']
 
 #----------------------------------------------------------------------------
 
 def setup_training_loop_kwargs(
     data, gpus=1, snap=None, metrics=None, seed=None, cond=None, subset=None, mirror=None, cfg=None,
-    gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None, resume=None,
+    gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None, aug_geom=None, resume=None,
     freezed=None, fp32=None, nhwc=None, allow_tf32=None, nobench=None, workers=None, device=None,
     qc=None, q_dim=None, qc_blocks=None, train_blocks=None, kd_weight=None, teacher=None, degradation=None, qc_ema=None,
 ):
@@ -242,6 +243,15 @@ def setup_training_loop_kwargs(
         desc += f'-{augpipe}'
     if aug != 'noaug':
         args.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **augment.augpipe_specs[augpipe])
+
+    if aug_geom is not None:
+        if aug == 'noaug':
+            raise ConfigError('--aug-geom cannot be specified with --aug=noaug')
+        if aug_geom not in AUG_GEOM_MODES:
+            raise ConfigError(f'--aug-geom must be one of {", ".join(AUG_GEOM_MODES)}')
+        if aug_geom != 'official':
+            desc += f'-geom{aug_geom}'
+            args.augment_kwargs.geom_mode = aug_geom
 
     # Transfer learning.
     if resume is None or resume == 'noresume':

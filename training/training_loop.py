@@ -595,26 +595,9 @@ def _arch_of(module):
 
 def _carry_over_stats(old_dir, run_dir, kimg):
     """Start `run_dir/stats.jsonl` of a resumed run with the history of the run it continues, up to the
-    checkpoint (`kimg`), so that one file reads as one history. Lines of ticks after the checkpoint (which
-    the resumed run repeats) are dropped; so is a torn last line of a killed run."""
-    old_path = os.path.join(old_dir, 'stats.jsonl')
-    new_path = os.path.join(run_dir, 'stats.jsonl')
-    if not os.path.isfile(old_path):
-        return
-    kept = []
-    with open(old_path, 'rt', encoding='utf-8') as f:
-        for line in f:
-            try:
-                fields = json.loads(line)
-                tick_kimg = float(fields['Progress/kimg']['mean'])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if tick_kimg <= kimg + 1e-6:
-                kept.append(line if line.endswith('\n') else line + '\n')
-    if os.path.abspath(old_dir) != os.path.abspath(run_dir) and os.path.isfile(new_path):
-        return  # this run folder already has its own history
-    with dnnlib.util.atomic_write(new_path, 'w') as f:
-        f.writelines(kept)
+    checkpoint (`kimg`); see `dnnlib.util.carry_over_jsonl`."""
+    dnnlib.util.carry_over_jsonl(os.path.join(old_dir, 'stats.jsonl'), os.path.join(run_dir, 'stats.jsonl'),
+                                 lambda fields: fields['Progress/kimg']['mean'], kimg)
 
 def _build_from_arch(arch):
     arch = json.loads(arch)
