@@ -425,7 +425,7 @@ def run_table(device, workloads, resolutions, batches, variants, min_seconds, ex
                 baseline = None
                 for variant in variants:
                     why = unsupported_reason(variant, device)
-                    if why is not None:
+                    if why is not None or (variant.freeze and workload != 'G'):  # freeze: G inference only
                         continue
                     try:
                         row = (measure_isolated if isolate else measure)(workload=workload, res=res, batch=batch, device=device,
