@@ -123,3 +123,19 @@ def test_ab_steps_dry_run(tmp_path):
         assert 0 < r['min_s_per_step'] <= r['median_s_per_step']
     result = CliRunner().invoke(ab_steps.main, ['--methods', 'G', '--arch', 'tiny'])
     assert result.exit_code == 2 and 'not an inversion method' in result.output
+
+
+def test_full_inversion_dry_run(tmp_path):
+    """bench/full_inversion.py (one whole inversion timed per phase) at the tiniest size."""
+    import numpy as np
+    import PIL.Image
+
+    from bench import full_inversion
+    PIL.Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    path = tmp_path / 'full.json'
+    result = CliRunner().invoke(full_inversion.main, ['--network', 'init:tiny32', '--target', str(tmp_path / 't.png'),
+                                                      '--method', 'pti', '--steps', '3,2', '--no-early-stop', '--json', str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    out = json.loads(path.read_text())
+    assert [p['steps'] for p in out['phases']] == [3, 2] and out['total_s'] > 0
+    assert 'load average' in result.output
