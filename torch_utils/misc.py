@@ -95,8 +95,8 @@ def frozen_forward(module, channels_last=True, **forward_kwargs):
     a new one. Calls run under `torch.no_grad()`; the first call per input shape compiles. Each
     snapshot has its own compiled code (nothing is shared with `compiled_forward` or with other
     snapshots). For the StyleGAN2 networks pass `fused_modconv=False`: the modulation then scales
-    activations and the convolution weight is a true constant (see `bench/speed.py`, variant
-    `unf-compile-freeze`).
+    activations and the convolution weight is a true constant (`generate.py --fast`; measured as
+    the `bench/speed.py` variant `ref-fp32-unf-cl-compile-freeze`).
     """
     snapshot = copy.deepcopy(module).eval().requires_grad_(False)
     if channels_last:
