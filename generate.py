@@ -150,9 +150,11 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
 @click.option('--q-to', help='...to this q, written as one strip per seed')
 @click.option('--steps', type=click.IntRange(min=2), default=8, show_default=True, help='Images in a --q-from/--q-to strip')
 @click.option('--compile', 'compile_synthesis', is_flag=True, help='Run the synthesis network through torch.compile (pays off for many seeds)')
+@click.option('--fast', 'fast', is_flag=True, help='Fastest inference, same images within float tolerance: torch.compile with '
+              'inductor freezing of a channels-last snapshot of the synthesis network, non-fused modulation (bench/speed.py unf-cl-compile-freeze)')
 @cli.trust_pickle_option
 def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, outdir, device, grid, batch_size,
-                  q_spec, q_seed, q_from, q_to, steps, compile_synthesis=False):
+                  q_spec, q_seed, q_from, q_to, steps, compile_synthesis=False, fast=False):
     """Writes seedNNNN.png; for QC networks also seedNNNN_degraded.png and seedNNNN_pair.png (sharp | degraded),
     and with --q-from/--q-to seedNNNN_qstrip.png."""
     kwargs = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
@@ -165,7 +167,9 @@ def generate_main(network_spec, seeds, truncation_psi, truncation_cutoff, class_
         device = devices.parse_device(device)
         print(f'Loading network "{network_spec}" on {device}...')
         G = legacy.load_network(network_spec, device=device)['G_ema']
-        if compile_synthesis:  # this G is never saved, so an instance-level forward is harmless
+        if fast:  # this G is never saved or changed, so an instance-level forward is harmless
+            G.synthesis.forward = misc.frozen_forward(G.synthesis, fused_modconv=False)
+        elif compile_synthesis:
             G.synthesis.forward = misc.compiled_forward(G.synthesis)
         is_qc = misc.is_qc(G)
         if (q_from is None) != (q_to is None):

@@ -56,9 +56,9 @@ def parse_steps(method, text):
 # invert.py options that go to one method's invert() (by method: invert() keyword -> option); an
 # option left at None keeps the method's default.
 _TUNING = dict(locality='locality', tune_lr='tune_lr', lpips_stop='lpips_stop')
-METHOD_OPTIONS = dict(pti=dict(space='w_space', **_TUNING), cri=dict(num_samples='cri_samples', **_TUNING),
-                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(_TUNING), ngd=dict(lr_scale='lr_scale'),
-                      sphinx=dict(num_draws='draws'))
+METHOD_OPTIONS = dict(pti=dict(space='w_space', stop_every='stop_every', **_TUNING), cri=dict(num_samples='cri_samples', **_TUNING),
+                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(stop_every='stop_every', **_TUNING),
+                      ngd=dict(lr_scale='lr_scale'), sphinx=dict(num_draws='draws'))
 
 #----------------------------------------------------------------------------
 
@@ -103,6 +103,15 @@ METHOD_OPTIONS = dict(pti=dict(space='w_space', **_TUNING), cri=dict(num_samples
               help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
 @click.option('--compile', 'compile_synthesis', is_flag=True,
               help='Render every step through torch.compile of the synthesis network (same results; faster long runs after a one-off compile)')
+@click.option('--unfused-modconv', is_flag=True,
+              help='Modulate activations instead of weights in every step (StyleGAN2\'s training path: same results within float '
+                   'tolerance; no weight gradients when only latents train; with --compile the fastest steps on CPU, see README Benchmarks)')
+@click.option('--channels-last', is_flag=True,
+              help='Generator, discriminator and LPIPS weights (so the activations too) in channels-last memory format: '
+                   'faster CPU convolutions with --compile --unfused-modconv (same results within float tolerance)')
+@click.option('--stop-every', type=click.IntRange(min=1), default=None, metavar='K',
+              help='PTI/QC tuning: read the LPIPS for the early stop every K steps (default 1, the reference; K > 1 saves '
+                   'host reads and may run up to K-1 steps past the threshold)')
 @click.option('--draws', type=click.IntRange(min=1), default=8, show_default=True,
               help='SPHInX: renders with fresh (z+, s) averaged into the result (1 = one random draw, as the official code)')
 @click.option('--interpolate', 'interpolate_with', default=None, metavar='OTHER',
@@ -115,7 +124,8 @@ METHOD_OPTIONS = dict(pti=dict(space='w_space', **_TUNING), cri=dict(num_samples
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
-         attribute_fac='0,22.5,45', tune_lr=None, lpips_stop=None, lr_scale=None):
+         attribute_fac='0,22.5,45', stop_every=None, unfused_modconv=False, channels_last=False, tune_lr=None,
+         lpips_stop=None, lr_scale=None):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
@@ -131,6 +141,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     except OSError as err:
         raise click.ClickException(err.strerror)
     common.compile_synthesis(compile_synthesis)
+    common.unfused_modconv(unfused_modconv)
     try:
         data = legacy.load_network(network_spec, device=device)
     except (legacy.NetworkLoadError, dnnlib.DownloadError, OSError) as err:
@@ -208,9 +219,13 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         lpips = methods.build_lpips_modules([method], random_backbone=lpips_backbone, device=device, extra=['alex'], seed=seed)
     except (dnnlib.DownloadError, ImportError) as err:
         raise click.ClickException(' '.join(str(err).split()) + ' (or pass --lpips-backbone random)')
+    if channels_last:  # module.to() converts the 4-D weights in place; the activations follow them
+        for module in [G, D] + list(lpips.values()):
+            if isinstance(module, torch.nn.Module):
+                module.to(memory_format=torch.channels_last)
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
     cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
-                       draws=draws, tune_lr=tune_lr, lpips_stop=lpips_stop, lr_scale=lr_scale)
+                       draws=draws, stop_every=stop_every, tune_lr=tune_lr, lpips_stop=lpips_stop, lr_scale=lr_scale)
     for name in ('tune_lr', 'lpips_stop', 'lr_scale'):
         if cli_options[name] is not None and name not in METHOD_OPTIONS.get(method, {}).values():
             users = ', '.join(m for m, opts in METHOD_OPTIONS.items() if name in opts.values())
@@ -248,7 +263,8 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         network=network_spec, network_resolved=legacy.resolve_network_spec(network_spec) if not str(network_spec).startswith('init:') else None,
         lpips=[lpips['alex'], lpips['vgg']], method=method, seed=seed,
         settings=dict(step_kwargs, **options, degradation=deg_spec, encoder=None if encoder is None else provenance.file_record(encoder.path),
-                      synthesize_degradation=bool(synthesize_degradation)))
+                      synthesize_degradation=bool(synthesize_degradation), compile=bool(compile_synthesis),
+                      unfused_modconv=bool(unfused_modconv), channels_last=bool(channels_last)))
     start = time.time()
     show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
     for index, path in enumerate(tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True)):

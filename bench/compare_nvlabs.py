@@ -116,16 +116,36 @@ def workload_G(code, nets, res, batch, variant='eager'):
             with torch.no_grad():
                 return G(z, c, noise_mode='const')
         return fn
-    # Our added paths (A side only): channels-last weights and activations, or torch.compile of
-    # the synthesis network (compile time excluded: the warm-up call compiles).
+    # Our added paths (A side only), dash-joined tokens: cl (channels-last weights and activations),
+    # compile (torch.compile of the synthesis network; the warm-up call compiles, not timed), unf
+    # (fused_modconv=False: styles scale the activations, one shared weight), freeze (with compile:
+    # `misc.frozen_forward`, an inference snapshot compiled with inductor freezing).
     from torch_utils import misc  # pylint: disable=import-outside-toplevel
-    if 'cl' in variant.split('-'):
-        G = G.to(memory_format=torch.channels_last)
-    synthesis = misc.compiled_forward(G.synthesis) if 'compile' in variant.split('-') else G.synthesis
+    tokens = parse_variant(variant)
+    kwargs = dict(fused_modconv=False) if 'unf' in tokens else dict()
+    if 'freeze' in tokens:
+        synthesis = misc.frozen_forward(G.synthesis, channels_last=('cl' in tokens))
+    else:
+        if 'cl' in tokens:
+            G = G.to(memory_format=torch.channels_last)
+        synthesis = misc.compiled_forward(G.synthesis) if 'compile' in tokens else G.synthesis
     def fn_variant():
         with torch.no_grad():
-            return synthesis(G.mapping(z, c), noise_mode='const')
+            return synthesis(G.mapping(z, c), noise_mode='const', **kwargs)
     return fn_variant
+
+VARIANT_TOKENS = ('cl', 'compile', 'unf', 'freeze')
+
+def parse_variant(text):
+    """'eager' -> set(); 'unf-cl-compile-freeze' -> its tokens; ValueError on anything else."""
+    if text == 'eager':
+        return set()
+    tokens = text.split('-')
+    if any(t not in VARIANT_TOKENS for t in tokens) or len(set(tokens)) != len(tokens):
+        raise ValueError(f'bad variant "{text}": use eager or dash-joined tokens of {"|".join(VARIANT_TOKENS)}')
+    if 'freeze' in tokens and 'compile' not in tokens:
+        raise ValueError(f'bad variant "{text}": freeze is an option of compile')
+    return set(tokens)
 
 def workload_GD(code, nets, res, batch, variant='eager'):
     if variant != 'eager':
@@ -210,7 +230,7 @@ def load_average():
 def compare(nvlabs=None, cases=DEFAULT_CASES, reps=5, arch='paper', echo=print, variant='eager'):
     """Run the cases side by side -> list of row dicts. `nvlabs`: checkout folder, or None/'self'
     for a dry run against a second copy of our own code. `variant` (G only, our side): eager,
-    cl (channels-last), compile, cl-compile."""
+    or dash-joined tokens of cl, compile, unf, freeze (see `workload_G`)."""
     ours = our_code()
     theirs = import_nvlabs(nvlabs) if nvlabs not in (None, 'self') else dnnlib.EasyDict(our_code(), name='qcgan-copy')
     rows = []
@@ -229,6 +249,10 @@ def compare(nvlabs=None, cases=DEFAULT_CASES, reps=5, arch='paper', echo=print, 
         torch.manual_seed(0)
         fn_a = WORKLOADS[workload](ours, nets_a, res, batch, variant=variant)
         fn_b = WORKLOADS[workload](theirs, nets_b, res, batch)
+        if workload == 'G' and variant != 'eager':  # our variant's own images (the call also compiles)
+            t0 = time.perf_counter()
+            diff = float((fn_a() - fn_b()).abs().max())
+            echo(f'{workload} {res} {batch}: variant {variant} ready in {time.perf_counter() - t0:.1f} s (compile included)')
         ta, tb = interleaved(fn_a, fn_b, reps)
         row = dict(workload=workload, resolution=res, batch=batch, reps=reps, variant=variant,
                    a_median_ms=statistics.median(ta) * 1e3, a_min_ms=min(ta) * 1e3,
@@ -249,8 +273,9 @@ def compare(nvlabs=None, cases=DEFAULT_CASES, reps=5, arch='paper', echo=print, 
 @click.option('--cases', default=DEFAULT_CASES, show_default=True, help='Comma list of WORKLOAD:RES:BATCH')
 @click.option('--reps', type=click.IntRange(min=1), default=5, show_default=True, help='Timed A/B pairs per case')
 @click.option('--arch', type=click.Choice(['paper', 'tiny']), default='paper', show_default=True)
-@click.option('--variant', type=click.Choice(['eager', 'cl', 'compile', 'cl-compile']), default='eager', show_default=True,
-              help='Our side of the G workload: eager (the same path as NVLabs), channels-last, torch.compile')
+@click.option('--variant', default='eager', show_default=True,
+              help='Our side of the G workload: eager (the same path as NVLabs), or dash-joined cl (channels-last), compile '
+                   '(torch.compile), unf (fused_modconv=False), freeze (compile with inductor freezing), e.g. unf-cl-compile-freeze')
 @click.option('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s)')
 @click.option('--json', 'json_path', default=None, help='Also write the rows to this JSON file')
 def main(nvlabs, cases, reps, arch, variant, threads, json_path):
@@ -265,6 +290,10 @@ def run_cli(nvlabs, cases=DEFAULT_CASES, reps=5, arch='paper', threads=None, jso
         raise click.BadParameter(f'{nvlabs} is not a stylegan2-ada-pytorch checkout (no training/networks.py)', param_hint='--nvlabs')
     if threads:
         torch.set_num_threads(threads)
+    try:
+        parse_variant(variant)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--variant')
     if variant != 'eager' and any(w != 'G' for w, _r, _b in parse_cases(cases)):
         raise click.BadParameter('only the G workload has our faster variants', param_hint='--variant')
     rows = compare(nvlabs, cases, reps, arch, echo=lambda line: print(line, flush=True), variant=variant)

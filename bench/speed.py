@@ -20,6 +20,11 @@ Variants (--variants, comma list; each is dash-joined tokens):
   layout     cl = channels-last memory format (weights and inputs), otherwise NCHW
   compile    compile = torch.compile of the synthesis network (G, inversion) or of the
              encoder; the compile time is excluded (warm-up) and reported separately
+  unf        the non-fused modulated convolution (fused_modconv=False: styles scale the
+             activations, one shared weight; `inversion.common.unfused_modconv`) for G and the
+             inversion steps (W++ latents stay fused)
+  freeze     G only, with compile: inductor freezing (weights become constants of the compiled
+             code, prepacked for the CPU convolutions); one compile per network instance
 e.g. `ref-fp32`, `cuda-fp16`, `cuda-fp16-cl`, `cuda-bf16-compile`. Variants a device cannot run
 are skipped with a note, and so is bf16 on a CPU without native bfloat16 (no avx512_bf16/amx_bf16),
 where autocast emulates it and one step takes minutes instead of a fraction of a second.
@@ -84,7 +89,8 @@ CUDA_VARIANTS = 'ref-fp32,cuda-fp32,ref-fp16,cuda-fp16,cuda-bf16,cuda-fp16-cl,cu
 
 def parse_variant(text):
     """'cuda-fp16-cl-compile' -> EasyDict(name, ops, precision, channels_last, compile)."""
-    v = dnnlib.EasyDict(name=text, ops='ref', precision='fp32', channels_last=False, compile=False)
+    v = dnnlib.EasyDict(name=text, ops='ref', precision='fp32', channels_last=False, compile=False, unfused=False,
+                        freeze=False)
     for token in text.lower().split('-'):
         if token in ('ref', 'cuda'):
             v.ops = token
@@ -94,8 +100,14 @@ def parse_variant(text):
             v.channels_last = True
         elif token == 'compile':
             v.compile = True
+        elif token in ('unf', 'unfused'):
+            v.unfused = True
+        elif token == 'freeze':
+            v.freeze = True
         else:
-            raise ValueError(f'unknown variant token "{token}" in "{text}"; use ref|cuda, fp32|fp16|bf16, cl, compile')
+            raise ValueError(f'unknown variant token "{token}" in "{text}"; use ref|cuda, fp32|fp16|bf16, cl, compile, unf, freeze')
+    if v.freeze and not v.compile:
+        raise ValueError(f'"{text}": freeze is an option of compile')
     return v
 
 def unsupported_reason(variant, device):
@@ -218,11 +230,15 @@ def build_networks(resolution, device, variant, qc=False, seed=0):
 def workload_G(res, batch, device, variant):
     G = build_networks(res, device, variant)['G_ema']
     z = torch.randn([batch, G.z_dim], device=device)
-    synthesis = misc.compiled_forward(G.synthesis) if variant.compile else G.synthesis
+    if variant.freeze:
+        synthesis = misc.frozen_forward(G.synthesis)
+    else:
+        synthesis = misc.compiled_forward(G.synthesis) if variant.compile else G.synthesis
+    kwargs = dict(fused_modconv=False) if variant.unfused else dict()
     def fn():
         with torch.no_grad(), autocast(variant, device):
             ws = G.mapping(z, None)
-            synthesis(ws, noise_mode='const')
+            synthesis(ws, noise_mode='const', **kwargs)
     return fn, batch, ''
 
 def workload_GD(res, batch, device, variant, qc=False):
@@ -340,7 +356,10 @@ def measure(workload, res, batch, device, variant, min_seconds, extra_steps):
     row = dnnlib.EasyDict(workload=workload, resolution=res, batch=batch, device=str(device), variant=variant.name,
                           ops=variant.ops, precision=variant.precision, channels_last=variant.channels_last,
                           compile=variant.compile, arch=variant.get('arch', 'paper'), note='')
+    if variant.freeze and workload != 'G':
+        raise ValueError('freeze is for G inference only (the other workloads change weights or need gradients)')
     common.compile_synthesis(variant.compile and workload in INVERSION_WORKLOADS)
+    common.unfused_modconv(variant.unfused and workload in INVERSION_WORKLOADS)
     try:
         with force_impl(variant.ops), PeakMemory(device) as mem:
             torch.manual_seed(0)
@@ -354,6 +373,7 @@ def measure(workload, res, batch, device, variant, min_seconds, extra_steps):
                 sec, first = time_call(fn, device, min_seconds)
     finally:
         common.compile_synthesis(False)
+        common.unfused_modconv(False)
     row.ms_per_call = sec * 1e3
     row.img_per_s = batch / sec if sec > 0 else float('nan')
     row.sec_per_kimg = 1000 * sec / batch
@@ -405,7 +425,7 @@ def run_table(device, workloads, resolutions, batches, variants, min_seconds, ex
                 baseline = None
                 for variant in variants:
                     why = unsupported_reason(variant, device)
-                    if why is not None:
+                    if why is not None or (variant.freeze and workload != 'G'):  # freeze: G inference only
                         continue
                     try:
                         row = (measure_isolated if isolate else measure)(workload=workload, res=res, batch=batch, device=device,

@@ -234,6 +234,23 @@ def compile_synthesis(enabled=True):
     _compile_synthesis = bool(enabled)
 
 
+_unfused_modconv = False
+
+def unfused_modconv(enabled=True):
+    """Render every inversion step with the non-fused modulated convolution (process-wide).
+
+    Off (default): the generator's inference path, as the references invert: per-sample modulated
+    weights and one grouped convolution (`fused_modconv=True`). On: StyleGAN2's training path:
+    the activations are scaled by the styles, convolved with the shared weight and demodulated
+    (`fused_modconv=False`); equal within float tolerance. The weight gradient of the per-sample
+    weights is then not computed when only latents train (NGD, PTI's pivot, the QC refinement), and
+    the constant weight suits channels-last convolutions and `torch.compile`. Filter-wise (W++)
+    latents always take the fused path (their styles differ per output filter).
+    """
+    global _unfused_modconv
+    _unfused_modconv = bool(enabled)
+
+
 class LatentGenerator:
     """A generator rendered from latents of one of three spaces, with optional q.
 
@@ -277,7 +294,8 @@ class LatentGenerator:
         if q is not None and self.q_dim == 0:
             q = None
         synthesis = misc.compiled_forward(G.synthesis) if _compile_synthesis else G.synthesis
-        return synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True)
+        fused = dict(fused_modconv=False) if _unfused_modconv else dict()
+        return synthesis(ws, q=q, noise_mode=noise_mode or self.noise_mode, force_fp32=True, **fused)
 
 def initial_latent(w_init, space, num_ws, w_dim, device):
     """An encoder's code `w_init` (W `[N, w_dim]` or W+ `[N, num_ws, w_dim]`) as a start in `space`:

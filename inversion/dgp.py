@@ -173,13 +173,12 @@ def invert(G, target, degradation=None, lpips_module=None, D=None, stage_steps=(
             if D is not None and w_d[s]:
                 ftr = feature_loss(discriminator_features(D, pred), real, ftr_num)
                 loss = loss + w_d[s] * ftr
-                history['ftr'].append(float(ftr.detach().mean()))
+                common.record(history, ftr=ftr.mean())
             if nll_weight:
                 nll = latent_nll(ws, w_avg, sigma)
                 loss = loss + nll_weight * nll
-                history['nll'].append(float(nll.detach().mean()))
-            history['loss'].append(float(loss.detach().mean()))
-            history['mse'].append(float(mse.detach().mean()))
+                common.record(history, nll=nll.mean())
+            common.record(history, loss=loss.mean(), mse=mse.mean())  # read once at the end: no per-step host sync
             history['stage'].append(s)
             opt_g.zero_grad(set_to_none=True)
             opt_w.zero_grad(set_to_none=True)
@@ -190,4 +189,5 @@ def invert(G, target, degradation=None, lpips_module=None, D=None, stage_steps=(
     ws = ws.detach()
     with torch.no_grad():
         final = (to_full(common.degrade(degradation, gen(ws, q=q)), size, mask) - target_full).square().flatten(1).mean(1)
-    return common.finish(common.LatentGenerator(G), ws, q=q, G=G_t, history=history, loss=final, ft_nums=ft_nums)
+    return common.finish(common.LatentGenerator(G), ws, q=q, G=G_t, history=common.read_history(history), loss=final,
+                         ft_nums=ft_nums)

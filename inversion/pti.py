@@ -109,12 +109,13 @@ def invert_pivot(G, target, degradation, lpips_module, space='w', steps=450, lr=
 
 def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_steps=450, tune_steps=350,
            pivot_lr=0.01, tune_lr=3e-4, lpips_stop=0.06, locality=False, optimize_noise=True,
-           lpips_pivot=None, lpips_size=256, seed=0, progress=False, w_init=None):
+           lpips_pivot=None, lpips_size=256, seed=0, progress=False, w_init=None, stop_every=1):
     """PTI on a batch of observations `target` `[N, C, h, w]` (one generator tuned for the batch).
 
     `w_init`: the pivot optimisation starts from this code (an encoder's W or W+ code of the
     observation; `inversion.methods.run` passes it from `encoder=`) instead of w_avg; with
-    `pivot_steps=0` it is the pivot (pSp + PTI tuning).
+    `pivot_steps=0` it is the pivot (pSp + PTI tuning). `stop_every`: the tuning reads the LPIPS for
+    its early stop every k-th step (1, the reference: every step; see `common.tune_generator`).
 
     Returns `common.InversionResult`.
     """
@@ -125,7 +126,8 @@ def invert(G, target, degradation=None, lpips_module=None, space='w', pivot_step
                                optimize_noise=optimize_noise, seed=seed, progress=progress, lpips_size=lpips_size,
                                w_init=w_init)
     G_t, h_tune = common.tune_generator(G, ws, target, degradation, lpips_module, steps=tune_steps, lr=tune_lr,
-                                        lpips_stop=lpips_stop, locality=locality, seed=seed, progress=progress)
+                                        lpips_stop=lpips_stop, locality=locality, seed=seed, progress=progress,
+                                        stop_every=stop_every)
     gen = common.LatentGenerator(G)
     with torch.no_grad():
         final, _ = common.mse_lpips(lpips_module, common.degrade(degradation, gen(ws, G=G_t)), target)

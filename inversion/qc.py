@@ -57,18 +57,20 @@ def refine(G, target, degradation, lpips_module, w, q, steps=300, w_lr=0.01, q_l
     for _ in tqdm(range(int(steps)), desc='QC w,q', disable=not progress, leave=False):
         pred = common.degrade(degradation, gen(w, q=q))
         loss, lp = common.mse_lpips(lpips_module, pred, target)
-        history['loss'].append(float(loss.detach().mean()))
-        history['lpips'].append(float(lp.detach().mean()))
+        common.record(history, loss=loss.mean(), lpips=lp.mean())  # read once at the end: no per-step host sync
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
-    return w.detach(), q.detach(), history
+    return w.detach(), q.detach(), common.read_history(history)
 
 
 def invert(G, target, degradation=None, lpips_module=None, encoder=None, refine_steps=None, w_lr=0.01, q_lr=0.03,
            tune_steps=500, tune_lr=3e-4, stats_weight=1000.0, lpips_stop=0.002, locality=True, w_init=None, q_init=None,
-           q_init_std=0.01, seed=0, progress=False):
-    """QC restoration of a batch `target` `[N, C, h, w]` -> `common.InversionResult` (q set)."""
+           q_init_std=0.01, seed=0, progress=False, stop_every=1):
+    """QC restoration of a batch `target` `[N, C, h, w]` -> `common.InversionResult` (q set).
+
+    The refinement never reads a value during its loop; the tuning reads the LPIPS for its early
+    stop every `stop_every`-th step (1, the reference: every step; see `common.tune_generator`)."""
     check_qc(G)
     common.check_batch(target, degradation)
     lpips_module = common.safe_lpips(lpips_module)
@@ -94,7 +96,8 @@ def invert(G, target, degradation=None, lpips_module=None, encoder=None, refine_
     if tune_steps:
         G_t, history['tune'] = common.tune_generator(G, ws, target, degradation, lpips_module, q=q, steps=tune_steps,
                                                      lr=tune_lr, lpips_stop=lpips_stop, stats_weight=stats_weight,
-                                                     locality=locality, seed=seed, progress=progress)
+                                                     locality=locality, seed=seed, progress=progress,
+                                                     stop_every=stop_every)
     with torch.no_grad():
         final, _ = common.mse_lpips(lpips_module, common.degrade(degradation, gen(ws, q=q, G=G_t)), target)
     return common.finish(gen, ws, q=q, G=G_t, history=history, loss=final)

@@ -2,6 +2,10 @@
 
 * the synthesis network traces into one torch.compile graph (no graph breaks) and the compiled
   network renders what the eager one does, also through the inversion option;
+* the fast inference snapshot (`misc.frozen_forward`: freezing, channels-last, non-fused
+  modulation; `generate.py --fast`) renders what the eager network does and keeps its own weights;
+* the non-fused modulation of the inversion steps (`common.unfused_modconv`) gives the same images
+  and latent gradients as the default fused path (W, W+; W++ stays fused);
 * bf16 autocast runs the generator and discriminator and stays close to fp32;
 * the multi-tensor G_ema update equals the per-tensor formula.
 """
@@ -100,11 +104,93 @@ def test_generate_compile_flag_gives_the_same_images(tmp_path):
 
     import generate
     outs = []
-    for flag in ([], ['--compile']):
-        outdir = tmp_path / ('compiled' if flag else 'eager')
+    for flag in ([], ['--compile'], ['--fast']):
+        outdir = tmp_path / (flag[0].strip('-') if flag else 'eager')
         result = CliRunner().invoke(generate.generate_main, ['--network', 'init:tiny32', '--seeds', '0-1', '--device', 'cpu',
                                                              '--outdir', str(outdir)] + flag)
         assert result.exit_code == 0, result.output + repr(result.exception)
         outs.append([np.asarray(PIL.Image.open(outdir / f'seed{s:04d}.png'), dtype=np.int16) for s in (0, 1)])
-    for eager, compiled in zip(*outs):
-        assert np.abs(eager - compiled).max() <= 1  # uint8 rounding of values equal within float tolerance
+    for other in outs[1:]:
+        for eager, fast in zip(outs[0], other):
+            assert np.abs(eager - fast).max() <= 1  # uint8 rounding of values equal within float tolerance
+
+
+def test_frozen_forward_matches_eager_and_snapshots(tiny):
+    G = copy.deepcopy(tiny['G_ema'])
+    ws = _ws(G)
+    with torch.no_grad():
+        eager = G.synthesis(ws, noise_mode='const')
+    fast = misc.frozen_forward(G.synthesis, fused_modconv=False)
+    out = fast(ws, noise_mode='const')
+    torch.testing.assert_close(out, eager, atol=1e-4, rtol=1e-4)
+    assert not out.requires_grad and out.is_contiguous()
+    assert all(p.is_contiguous() for p in G.synthesis.parameters())  # the network itself is untouched
+    # The snapshot keeps the weights it was built from; a new snapshot sees the new ones.
+    with torch.no_grad():
+        for p in G.synthesis.parameters():
+            p.mul_(0.9)
+        eager2 = G.synthesis(ws, noise_mode='const')
+    assert (eager2 - eager).abs().max() > 1e-3
+    torch.testing.assert_close(fast(ws, noise_mode='const'), eager, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(misc.frozen_forward(G.synthesis, fused_modconv=False)(ws, noise_mode='const'), eager2,
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('space', ['w', 'w+'])
+def test_unfused_modconv_matches_fused_with_gradients(tiny, space):
+    G = tiny['G_ema']
+    gen = common.LatentGenerator(G)
+    w = _ws(G)[:, 0] if space == 'w' else _ws(G)
+    target = torch.rand([2, 3, 32, 32], generator=torch.Generator().manual_seed(3)) * 2 - 1
+    results = []
+    for unfused in (False, True):
+        common.unfused_modconv(unfused)
+        try:
+            latent = w.detach().clone().requires_grad_(True)
+            img = gen(latent)
+            (img - target).square().mean().backward()
+            results.append((img.detach(), latent.grad))
+        finally:
+            common.unfused_modconv(False)
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-6, rtol=1e-4)
+    assert results[0][1].abs().max() > 0
+
+
+def test_unfused_modconv_keeps_wpp_fused(tiny):
+    G = tiny['G_ema']
+    gen = common.LatentGenerator(G)
+    wpp = gen.to_wpp(_ws(G))
+    with torch.no_grad():
+        ref = gen(wpp)
+        common.unfused_modconv(True)
+        try:
+            out = gen(wpp)
+        finally:
+            common.unfused_modconv(False)
+    assert torch.equal(out, ref)  # filter-wise styles always take the fused path
+
+
+def test_invert_fast_flags(tmp_path):
+    import json
+
+    import numpy as np
+    import PIL.Image
+    from click.testing import CliRunner
+
+    import invert
+    PIL.Image.fromarray((np.random.RandomState(0).rand(32, 32, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    images = []
+    try:
+        for flag in ([], ['--unfused-modconv', '--channels-last']):
+            outdir = tmp_path / ('unfused' if flag else 'default')
+            r = CliRunner().invoke(invert.main, ['--network', 'init:tiny32', '--target', str(tmp_path / 't.png'), '--method', 'pti',
+                                                 '--steps', '3,2', '--device', 'cpu', '--lpips-backbone', 'random',
+                                                 '--outdir', str(outdir)] + flag)
+            assert r.exit_code == 0, r.output + repr(r.exception)
+            settings = json.loads((outdir / 'results.json').read_text())['provenance']['settings']
+            assert settings['unfused_modconv'] is bool(flag) and settings['channels_last'] is bool(flag)
+            images.append(np.asarray(PIL.Image.open(outdir / 't_restored.png'), dtype=np.int16))
+    finally:
+        common.unfused_modconv(False)
+    assert np.abs(images[0] - images[1]).max() <= 2  # the same optimisation within float tolerance

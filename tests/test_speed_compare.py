@@ -49,6 +49,26 @@ def test_compare_rejects_bad_input(tmp_path):
     assert result.exit_code == 2 and 'not a stylegan2-ada-pytorch checkout' in result.output
     result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'GD:16:1', '--variant', 'compile'])
     assert result.exit_code == 2 and 'only the G workload' in result.output
+    result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'G:16:1', '--variant', 'cl-freeze'])
+    assert result.exit_code == 2 and 'freeze is an option of compile' in result.output
+    result = CliRunner().invoke(compare_nvlabs.main, ['--cases', 'G:16:1', '--variant', 'fast'])
+    assert result.exit_code == 2 and 'bad variant' in result.output
+
+
+def test_variant_tokens():
+    assert compare_nvlabs.parse_variant('eager') == set()
+    assert compare_nvlabs.parse_variant('unf-cl-compile-freeze') == {'unf', 'cl', 'compile', 'freeze'}
+    v = speed.parse_variant('ref-fp32-unf-cl-compile-freeze')
+    assert (v.unfused, v.channels_last, v.compile, v.freeze, v.precision, v.ops) == (True, True, True, True, 'fp32', 'ref')
+    assert not speed.parse_variant('ref-fp32').unfused and not speed.parse_variant('ref-fp32').freeze
+    with pytest.raises(ValueError, match='freeze is an option of compile'):
+        speed.parse_variant('ref-fp32-freeze')
+
+
+def test_compare_variant_reports_its_own_images():
+    """Our non-fused variant against the same network's eager path: equal within float tolerance."""
+    rows = compare_nvlabs.compare(None, 'G:16:2', reps=1, arch='tiny', echo=lambda line: None, variant='unf')
+    assert rows[0]['variant'] == 'unf' and 0 < rows[0]['max_abs_output_diff'] < 1e-4
 
 
 @pytest.mark.skipif(not NVLABS_DIR or not os.path.isfile(os.path.join(NVLABS_DIR, 'training', 'networks.py')),
@@ -86,3 +106,36 @@ def test_cpu_bf16_support_reads_flags():
     if os.path.isfile('/proc/cpuinfo'):
         flags = open('/proc/cpuinfo').read()
         assert native == any(f in flags.split() for f in ('avx512_bf16', 'amx_bf16', 'bf16'))
+
+
+def test_ab_steps_dry_run(tmp_path):
+    """bench/ab_steps.py (inversion steps, variants interleaved) at the tiniest size, eager variants only."""
+    from bench import ab_steps
+    path = tmp_path / 'ab.json'
+    result = CliRunner().invoke(ab_steps.main, ['--methods', 'ngd', '--resolution', '16', '--arch', 'tiny', '--variants',
+                                                'ref-fp32,ref-fp32-unf', '--steps', '2', '--reps', '2', '--json', str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert 'load average' in result.output and 'speed-up' in result.output
+    rows = json.loads(path.read_text())['rows']
+    assert [r['variant'] for r in rows] == ['ref-fp32', 'ref-fp32-unf'] and rows[0]['speedup_vs_first'] == 1
+    for r in rows:
+        assert len(r['phase_median_s']) == 3 and r['steps_timed'] == 2 * 3 * 1  # 2 rounds x 3 phases x 1 interval
+        assert 0 < r['min_s_per_step'] <= r['median_s_per_step']
+    result = CliRunner().invoke(ab_steps.main, ['--methods', 'G', '--arch', 'tiny'])
+    assert result.exit_code == 2 and 'not an inversion method' in result.output
+
+
+def test_full_inversion_dry_run(tmp_path):
+    """bench/full_inversion.py (one whole inversion timed per phase) at the tiniest size."""
+    import numpy as np
+    import PIL.Image
+
+    from bench import full_inversion
+    PIL.Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    path = tmp_path / 'full.json'
+    result = CliRunner().invoke(full_inversion.main, ['--network', 'init:tiny32', '--target', str(tmp_path / 't.png'),
+                                                      '--method', 'pti', '--steps', '3,2', '--no-early-stop', '--json', str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    out = json.loads(path.read_text())
+    assert [p['steps'] for p in out['phases']] == [3, 2] and out['total_s'] > 0
+    assert 'load average' in result.output

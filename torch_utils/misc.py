@@ -3,12 +3,16 @@
 `constant`, `assert_shape`, `profiled_function`, `suppress_tracer_warnings`, `nan_to_num`,
 `copy_params_and_buffers`, `ddp_sync`, `check_ddp_consistency` and `print_module_summary`
 keep the signatures that pickled network code calls. `compiled_forward` runs a module through
-`torch.compile` without changing (or pickling) the module.
+`torch.compile` without changing (or pickling) the module; `frozen_forward` compiles an inference
+snapshot of one module (inductor freezing, channels-last).
 """
 
 import contextlib
+import copy
 import functools
+import itertools
 import re
+import types
 import warnings
 
 import numpy as np
@@ -75,6 +79,39 @@ def compiled_forward(module, **compile_kwargs):
         torch._dynamo.config.recompile_limit = max(getattr(torch._dynamo.config, 'recompile_limit', 8), 64)
         fn = _compiled_forwards[key] = torch.compile(type(module).forward, **compile_kwargs)
     return functools.partial(fn, module)
+
+_frozen_ids = itertools.count()
+
+def _call_module(module, args, kwargs):
+    return module(*args, **kwargs)
+
+def frozen_forward(module, channels_last=True, **forward_kwargs):
+    """Inference callable equal to `module(*args, **forward_kwargs, **kwargs)` within float
+    tolerance, compiled from a snapshot of `module` with inductor freezing.
+
+    The snapshot is a deep copy taken now (channels-last weights with `channels_last`); its
+    weights and buffers become constants of the compiled code, so the CPU convolutions get
+    prepacked weights and folded weight arithmetic. Later changes to `module` are not seen: build
+    a new one. Calls run under `torch.no_grad()`; the first call per input shape compiles. Each
+    snapshot has its own compiled code (nothing is shared with `compiled_forward` or with other
+    snapshots). For the StyleGAN2 networks pass `fused_modconv=False`: the modulation then scales
+    activations and the convolution weight is a true constant (`generate.py --fast`; measured as
+    the `bench/speed.py` variant `ref-fp32-unf-cl-compile-freeze`).
+    """
+    snapshot = copy.deepcopy(module).eval().requires_grad_(False)
+    if channels_last:
+        snapshot = snapshot.to(memory_format=torch.channels_last)
+    # A top-level function with its own code object: dynamo keeps its compiled code per code object.
+    code = _call_module.__code__.replace(co_name=f'frozen_forward_{next(_frozen_ids)}')
+    compiled = torch.compile(types.FunctionType(code, _call_module.__globals__), options=dict(freezing=True))
+    from torch import _dynamo  # pylint: disable=import-outside-toplevel
+    _dynamo.config.recompile_limit = max(getattr(_dynamo.config, 'recompile_limit', 8), 64)
+
+    def forward(*args, **kwargs):
+        with torch.no_grad():
+            return compiled(snapshot, args, dict(forward_kwargs, **kwargs))
+    forward.snapshot = snapshot
+    return forward
 
 #----------------------------------------------------------------------------
 
