@@ -109,6 +109,10 @@ METHOD_OPTIONS = dict(pti=dict(space='w_space', stop_every='stop_every', **_TUNI
 @click.option('--channels-last', is_flag=True,
               help='Generator, discriminator and LPIPS weights (so the activations too) in channels-last memory format: '
                    'faster CPU convolutions with --compile --unfused-modconv (same results within float tolerance)')
+@click.option('--bf16', is_flag=True,
+              help='Run the inversion under bfloat16 autocast (G, D, LPIPS in bf16; latents, weights and optimizer states '
+                   'float32): faster where the hardware computes bf16, NOT exact (see README Benchmarks); refused on a CPU '
+                   'without native bf16')
 @click.option('--stop-every', type=click.IntRange(min=1), default=None, metavar='K',
               help='PTI/QC tuning: read the LPIPS for the early stop every K steps (default 1, the reference; K > 1 saves '
                    'host reads and may run up to K-1 steps past the threshold)')
@@ -124,8 +128,8 @@ METHOD_OPTIONS = dict(pti=dict(space='w_space', stop_every='stop_every', **_TUNI
 def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outdir, device, save_generator, gt_spec,
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
-         attribute_fac='0,22.5,45', stop_every=None, unfused_modconv=False, channels_last=False, tune_lr=None,
-         lpips_stop=None, lr_scale=None):
+         attribute_fac='0,22.5,45', stop_every=None, unfused_modconv=False, channels_last=False, bf16=False,
+         tune_lr=None, lpips_stop=None, lr_scale=None):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
@@ -140,6 +144,10 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         dnnlib.util.check_output_dir(outdir, '--outdir')
     except OSError as err:
         raise click.ClickException(err.strerror)
+    if bf16:
+        native, why = misc.cpu_bf16_support() if device.type == 'cpu' else (torch.cuda.is_bf16_supported(), 'this GPU has no bf16')
+        if not native:
+            raise click.UsageError(f'--bf16: {why}; drop --bf16')
     common.compile_synthesis(compile_synthesis)
     common.unfused_modconv(unfused_modconv)
     try:
@@ -244,7 +252,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
             raise click.BadParameter(str(err), param_hint='--interpolate')
         torch.manual_seed(seed)
         other = methods.run(method=method, G=G, target=y_other, degradation=degradation, lpips=lpips, steps=step_kwargs,
-                            D=D, encoder=encoder, seed=seed, progress=True, **options).models[0]
+                            D=D, encoder=encoder, seed=seed, progress=True, bf16=bf16, **options).models[0]
 
     q_ref = None
     if q_from:
@@ -252,7 +260,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         for n in notes:
             print(f'Note: {q_from}: {n}')
         q_ref = methods.run(method='qc', G=G, target=y_ref, degradation=degradation, lpips=lpips, steps=step_kwargs,
-                            encoder=encoder, seed=seed).q
+                            encoder=encoder, seed=seed, bf16=bf16).q
 
     summary = dict(network=str(network_spec), method=method, degradation=deg_spec, seed=seed, steps=steps,
                    synthesize_degradation=bool(synthesize_degradation), encoder=encoder_path, locality=locality,
@@ -264,7 +272,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         lpips=[lpips['alex'], lpips['vgg']], method=method, seed=seed,
         settings=dict(step_kwargs, **options, degradation=deg_spec, encoder=None if encoder is None else provenance.file_record(encoder.path),
                       synthesize_degradation=bool(synthesize_degradation), compile=bool(compile_synthesis),
-                      unfused_modconv=bool(unfused_modconv), channels_last=bool(channels_last)))
+                      unfused_modconv=bool(unfused_modconv), channels_last=bool(channels_last), bf16=bool(bf16)))
     start = time.time()
     show_progress = sys.stderr.isatty()  # progress bars only on a terminal: logs stay clean
     for index, path in enumerate(tqdm(files, desc=f'{method} x {len(files)}', unit='img', disable=None if show_progress else True)):
@@ -283,7 +291,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         if gt_path is not None:
             clean, _ = common.load_target(gt_path, size=res, device=device)
         out = methods.run(method=method, G=G, target=y, degradation=degradation, lpips=lpips, steps=step_kwargs, D=D,
-                          encoder=encoder, seed=seed, progress=show_progress, **options)
+                          encoder=encoder, seed=seed, progress=show_progress, bf16=bf16, **options)
         outputs.write_restoration(outdir, stem, out, G, y, clean, degradation, res=res, obs_size=obs_size,
                                   title=f'{stem}: {method}, {deg_spec}', synthesize=synthesize_degradation,
                                   save_generator=save_generator)

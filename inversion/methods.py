@@ -131,14 +131,17 @@ def load_encoder(path, G, device):
 #----------------------------------------------------------------------------
 
 def run(*, method, G, target, degradation=None, lpips=None, steps=None, D=None, encoder=None, seed=0, progress=False,
-        **options):
+        bf16=False, **options):
     """Restore `target` (float `[N, C, h, w]` in [-1, 1], the observation) with `method`.
 
     lpips: {'alex': module, 'vgg': module} (see `build_lpips_modules`); steps: `parse_steps` output;
     D, encoder, seed, progress: passed to the methods that take them; a method with an `init`
     keyword gets the encoder's W / W+ code of `target` (`qc.encode`: the observation at the
     network's size) there instead, and one that can use no encoder raises MethodError. `options`
-    go to the method's `invert()` as they are. Returns `common.InversionResult`.
+    go to the method's `invert()` as they are. `bf16`: run the method under bfloat16 autocast (the
+    convolutions and matrix products of G, D, LPIPS and the encoder compute in bf16; latents, weights and
+    optimizer states stay float32; not exact: see README "Benchmarks"); the result's tensors come back
+    as float32. Returns `common.InversionResult`.
     """
     entry = get(method)
     check_network(method, G)
@@ -152,6 +155,13 @@ def run(*, method, G, target, degradation=None, lpips=None, steps=None, D=None, 
         kwargs[entry.init], _ = qc.encode(encoder, target, G.synthesis.img_resolution)
     kwargs.update(steps or {})
     kwargs.update(options)
-    return entry.invert(G, target, degradation, **kwargs)
+    if not bf16:
+        return entry.invert(G, target, degradation, **kwargs)
+    with torch.autocast(device_type=target.device.type, dtype=torch.bfloat16):
+        out = entry.invert(G, target, degradation, **kwargs)
+    for key, value in out.items():
+        if torch.is_tensor(value) and value.is_floating_point() and value.dtype != torch.float32:
+            out[key] = value.float()
+    return out
 
 #----------------------------------------------------------------------------
