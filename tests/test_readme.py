@@ -29,7 +29,9 @@ NEEDS_USER_INPUT = ['ffhq256.zip', 'QC.pkl', '~/', ' NET ', 'heldout/', 'lowres/
 SLOW = {'bench/speed.py': 'speed table: many workloads x variants', 'bench/bench_training.py': 'times the training loop',
         'bench/restore.py': 'restoration benchmark over tasks and levels',
         'bench/compare_nvlabs.py': 'side-by-side timing against an NVLabs checkout (tests/test_speed_compare.py)',
-        'bench/gpu_check.sh': 'minutes long; its CPU dry run is tests/test_gpu_check.py'}
+        'bench/gpu_check.sh': 'minutes long; its CPU dry run is tests/test_gpu_check.py',
+        'bench/ab_steps.py': 'times inversion steps at 256 px (its dry run: tests/test_speed_compare.py)',
+        'bench/full_inversion.py': 'a whole inversion at 256 px (its dry run: tests/test_speed_compare.py)'}
 
 def readme_commands():
     text = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
