@@ -234,7 +234,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
     cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
                        draws=draws, stop_every=stop_every, tune_lr=tune_lr, lpips_stop=lpips_stop, lr_scale=lr_scale)
-    for name in ('tune_lr', 'lpips_stop', 'lr_scale'):
+    for name in ('tune_lr', 'lpips_stop', 'lr_scale', 'stop_every'):
         if cli_options[name] is not None and name not in METHOD_OPTIONS.get(method, {}).values():
             users = ', '.join(m for m, opts in METHOD_OPTIONS.items() if name in opts.values())
             raise click.UsageError(f'--{name.replace("_", "-")} applies to --method {users}, not {method}')

@@ -163,6 +163,8 @@ def test_invert_tuning_options_reach_the_methods(tmp_path, monkeypatch):
     n = len(seen)
     r = CliRunner().invoke(invert.main, base + ['--method', 'qc', '--steps', '1,1', '--lr-scale', '4', '--outdir', str(tmp_path / 'd')])
     assert r.exit_code == 2 and '--lr-scale applies to --method ngd' in r.output and len(seen) == n
+    r = CliRunner().invoke(invert.main, base + ['--method', 'ngd', '--steps', '1,1,1', '--stop-every', '5', '--outdir', str(tmp_path / 'e')])
+    assert r.exit_code == 2 and '--stop-every applies to --method pti, qc' in r.output and len(seen) == n
 
 
 def test_observation_baseline_is_bilinear(tmp_path):
