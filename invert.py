@@ -38,7 +38,7 @@ from inversion import editing
 from inversion import methods
 from inversion import outputs
 from inversion import qc as qc_method
-from inversion.operators import parse_degradation
+from inversion.operators import Identity, parse_degradation
 from metrics import provenance
 from metrics import restoration
 from torch_utils import devices
@@ -57,7 +57,7 @@ def parse_steps(method, text):
 # option left at None keeps the method's default.
 _TUNING = dict(locality='locality', tune_lr='tune_lr', lpips_stop='lpips_stop')
 METHOD_OPTIONS = dict(pti=dict(space='w_space', stop_every='stop_every', **_TUNING), cri=dict(num_samples='cri_samples', **_TUNING),
-                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(stop_every='stop_every', **_TUNING),
+                      dgp=dict(num_candidates='dgp_candidates'), qc=dict(stop_every='stop_every', zero_q='zero_q', **_TUNING),
                       ngd=dict(lr_scale='lr_scale'), sphinx=dict(num_draws='draws'))
 
 #----------------------------------------------------------------------------
@@ -67,7 +67,7 @@ METHOD_OPTIONS = dict(pti=dict(space='w_space', stop_every='stop_every', **_TUNI
 @click.option('--target', required=True, help='Observed image file or folder of images')
 @click.option('--method', type=click.Choice(list(methods.METHODS)), default='ngd', show_default=True, help='Inversion method')
 @click.option('--operator', '--degradation', 'deg_spec', default='none', show_default=True, metavar='SPEC',
-              help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K, inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
+              help='Degradation operator spec (what degraded the targets; training uses presets instead): none, sr:K[:FILTER[:matched]], inpaint:MASK.png|LEVEL, colorize, denoise:LEVEL, jpeg:Q, blur:gauss:S, '
                    'compositions with + (e.g. sr:4+jpeg:15)')
 @click.option('--encoder', 'encoder_path', default=None, help='Encoder: (w, q) for --method qc; the start latent (its W/W+ code of the observation) for pti and ngd. '
               'A train_encoder.py checkpoint, a released pSp file (QC-StyleGAN ffhq_psp.pt, pSp psp_ffhq_encode.pt) or a zoo name (qc-ffhq256-psp)')
@@ -98,6 +98,9 @@ METHOD_OPTIONS = dict(pti=dict(space='w_space', stop_every='stop_every', **_TUNI
               help='Latent direction .npy, [w_dim] or [num_ws, w_dim], added to the inverted latents (W, W+ or W++)')
 @click.option('--strength', type=float, default=3.0, show_default=True, help='Edit / SeFa strength')
 @click.option('--sefa', type=int, default=0, help='Render the top K SeFa directions (closed form from G)')
+@click.option('--zero-q', is_flag=True,
+              help='QC: keep q = 0 (w from the encoder, tuning fits f^(G(w, 0))), for an --operator that models the whole '
+                   'degradation: the encoder\'s q would apply it a second time  [default: the encoder\'s q, the paper]')
 @click.option('--q-from', 'q_from', default=None, help='QC: reference image; invert it and reuse its q (degradation transfer)')
 @click.option('--lpips-backbone', default='pretrained', show_default=True, metavar='pretrained|random|PATH',
               help='LPIPS backbone: "pretrained" (torchvision ImageNet weights in torch hub\'s cache), "random" (tests/demos: drawn from --seed; numbers not comparable), or PATH (a torchvision weights file, or a folder holding them)')
@@ -129,7 +132,7 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
          synthesize_degradation, w_space, locality, no_encoder_ok, dgp_candidates, cri_samples, edit_path, strength, sefa,
          q_from, lpips_backbone, compile_synthesis=False, draws=8, interpolate_with=None, attribute=None,
          attribute_fac='0,22.5,45', stop_every=None, unfused_modconv=False, channels_last=False, bf16=False,
-         tune_lr=None, lpips_stop=None, lr_scale=None):
+         tune_lr=None, lpips_stop=None, lr_scale=None, zero_q=False):
     try:
         device = devices.parse_device(device)
     except ValueError as err:
@@ -188,6 +191,9 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
         raise click.BadParameter(str(err), param_hint='--operator')
     if attribute and not getattr(degradation, 'is_image', True):
         raise click.UsageError(f'--attribute needs image observations, not {degradation.name} measurements')
+    if zero_q and method == 'qc' and isinstance(degradation, Identity):
+        print('Warning: --zero-q with --operator none: the tuning fits the sharp image G(w, 0) to the observation itself, '
+              'so the degradation stays in the result; give the --operator that made the targets, or drop --zero-q')
     obs_size = degradation.out_size(res) if hasattr(degradation, 'out_size') else res
     try:
         files = outputs.list_targets(target, degradation, synthesize_degradation)
@@ -233,8 +239,9 @@ def main(network_spec, target, method, deg_spec, encoder_path, steps, seed, outd
                 module.to(memory_format=torch.channels_last)
     lpips_alex = lpips['alex']  # also the PSNR/SSIM/LPIPS report's
     cli_options = dict(w_space=w_space, locality=locality, cri_samples=cri_samples, dgp_candidates=dgp_candidates,
-                       draws=draws, stop_every=stop_every, tune_lr=tune_lr, lpips_stop=lpips_stop, lr_scale=lr_scale)
-    for name in ('tune_lr', 'lpips_stop', 'lr_scale', 'stop_every'):
+                       draws=draws, stop_every=stop_every, tune_lr=tune_lr, lpips_stop=lpips_stop, lr_scale=lr_scale,
+                       zero_q=True if zero_q else None)
+    for name in ('tune_lr', 'lpips_stop', 'lr_scale', 'stop_every', 'zero_q'):
         if cli_options[name] is not None and name not in METHOD_OPTIONS.get(method, {}).values():
             users = ', '.join(m for m, opts in METHOD_OPTIONS.items() if name in opts.values())
             raise click.UsageError(f'--{name.replace("_", "-")} applies to --method {users}, not {method}')

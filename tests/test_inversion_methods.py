@@ -211,6 +211,50 @@ def test_qc_recovers_q(qc_net, lpips_module):
     assert mse(res.restored, sharp) < mse(y, sharp) or mse(res.restored, sharp) < mse(start_image(G), sharp)
 
 
+def test_qc_zero_q_fits_the_sharp_image(qc_net, lpips_module):
+    """zero_q: q stays 0 (the refinement moves w only) and the tuning fits f^(G(w, 0)) to an SR observation;
+    with a q that re-applies a degradation f^ already models, the fitted image is G(w, q) and the sharp one is off."""
+    G = qc_net['G_ema']
+    sr = parse_degradation('sr:2', 16)
+    with torch.no_grad():
+        y = sr(common.LatentGenerator(G)(common.sample_ws(G, 2, seed=11)))
+    q_enc = torch.randn([2, 4], generator=torch.Generator().manual_seed(3)) * 0.5
+    kw = dict(refine_steps=5, q_init=q_enc, tune_steps=60, tune_lr=5e-3, lpips_stop=None, locality=False)
+    both = qc.invert(G, y, sr, lpips_module, **kw)
+    zero = qc.invert(G, y, sr, lpips_module, zero_q=True, **kw)
+    assert zero.q.shape == (2, 4) and float(zero.q.abs().max()) == 0 and torch.equal(zero.restored, zero.degraded)
+    assert 'stats' not in zero.history['tune'] and 'stats' in both.history['tune']
+    sharp_err = lambda res: float((sr(res.restored) - y).square().mean())
+    assert sharp_err(zero) < 0.5 * sharp_err(both), (sharp_err(zero), sharp_err(both))
+    assert float((sr(both.degraded) - y).square().mean()) < sharp_err(both)  # the encoder-q path fitted G(w, q)
+
+
+def test_invert_cli_zero_q_only_for_qc(net, tmp_path):
+    from click.testing import CliRunner
+    legacy.save_network_pkl(net, str(tmp_path / 'net.pkl'))
+    PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    r = CliRunner().invoke(invert.main, ['--network', str(tmp_path / 'net.pkl'), '--target', str(tmp_path / 't.png'),
+                                         '--method', 'ngd', '--zero-q', '--steps', '1', '--outdir', str(tmp_path / 'out'),
+                                         '--device', 'cpu', '--lpips-backbone', 'random'])
+    assert r.exit_code == 2 and '--zero-q applies to --method qc, not ngd' in r.output, r.output
+
+
+def test_invert_cli_zero_q(qc_net, tmp_path):
+    """--zero-q reaches the QC method (q all zero in the latents), and without an operator it warns."""
+    from click.testing import CliRunner
+    legacy.save_network_pkl({k: v for k, v in qc_net.items() if k != 'G_teacher'}, str(tmp_path / 'qc.pkl'))
+    PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)).save(tmp_path / 't.png')
+    base = ['--network', str(tmp_path / 'qc.pkl'), '--target', str(tmp_path / 't.png'), '--method', 'qc', '--zero-q',
+            '--steps', '2,2', '--device', 'cpu', '--lpips-backbone', 'random', '--no-encoder-ok']
+    for operator, warned in (('sr:2:bicubic:matched', False), ('none', True)):
+        out = tmp_path / operator.replace(':', '_')
+        r = CliRunner().invoke(invert.main, base + ['--operator', operator, '--synthesize-degradation', '--outdir', str(out)])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        assert ('--zero-q with --operator none' in r.output) == warned, r.output
+        assert float(np.abs(np.load(out / 't_latents.npz')['q']).max()) == 0
+        assert json.loads((out / 'results.json').read_text())['provenance']['settings']['zero_q'] is True
+
+
 def test_qc_rejects_plain_network(net, gt, lpips_module):
     with pytest.raises(ValueError, match='QC-StyleGAN'):
         qc.invert(net['G_ema'], gt, None, lpips_module)
