@@ -24,11 +24,10 @@ def smooth_images(n=2, size=64, seed=0):
 
 
 def lfw_faces(n=4, size=32):
-    """The first n embedded real faces (skimage's lfw_subset) at size x size, RGB in [-1, 1] (as the demo's data)."""
+    """The first n embedded real faces (dataset_tool's builtin:lfw-faces) at size x size, RGB in [-1, 1]."""
     import PIL.Image
-    import skimage.data
-    faces = np.rint(np.clip(skimage.data.lfw_subset()[:n], 0, 1) * 255).astype(np.uint8)
-    arrays = [np.asarray(PIL.Image.fromarray(f, 'L').resize((size, size), PIL.Image.BICUBIC)) for f in faces]
+    import dataset_tool
+    arrays = [np.asarray(load().resize((size, size), PIL.Image.BICUBIC)) for _, load in dataset_tool._load_lfw_faces()[:n]]
     x = torch.from_numpy(np.stack(arrays)).float().div(127.5).sub(1)
     return x[:, None].repeat(1, 3, 1, 1)
 
